@@ -1,0 +1,5 @@
+//! Registry family: see [`super::Family`].
+
+use super::PatternDef;
+
+pub(super) const PATTERNS: &[PatternDef] = &[];

@@ -1,0 +1,4 @@
+//! The `comis` binary.
+#![forbid(unsafe_code)]
+
+fn main() {}
