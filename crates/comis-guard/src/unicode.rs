@@ -291,29 +291,40 @@ pub fn normalize_for_matching(text: &str) -> Cow<'_, str> {
     Cow::Owned(collapse_whitespace(&folded).into_owned())
 }
 
-/// Replaces each run of whitespace with one space (borrowing when there is nothing to do).
+/// Replaces each run of whitespace with one space, or with one `\n` when the run contains a line
+/// break, so line-anchored markers (`assistant:` at the start of a line) still match.
+/// Borrows when there is nothing to do.
 pub fn collapse_whitespace(text: &str) -> Cow<'_, str> {
-    let needs = text
-        .as_bytes()
+    let bytes = text.as_bytes();
+    let needs = bytes
         .windows(2)
         .any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
-        || text.bytes().any(|b| b.is_ascii_whitespace() && b != b' ')
+        || bytes
+            .iter()
+            .any(|&b| b.is_ascii_whitespace() && b != b' ' && b != b'\n')
         || (!text.is_ascii() && text.chars().any(|c| c.is_whitespace() && !c.is_ascii()));
     if !needs {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
-    let mut in_ws = false;
+    let mut run: Option<char> = None;
     for c in text.chars() {
         if c.is_whitespace() {
-            if !in_ws {
-                out.push(' ');
-            }
-            in_ws = true;
+            let is_break = matches!(c, '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}');
+            run = Some(if is_break || run == Some('\n') {
+                '\n'
+            } else {
+                ' '
+            });
         } else {
+            if let Some(ws) = run.take() {
+                out.push(ws);
+            }
             out.push(c);
-            in_ws = false;
         }
+    }
+    if let Some(ws) = run {
+        out.push(ws);
     }
     Cow::Owned(out)
 }
@@ -391,6 +402,7 @@ mod tests {
         let s = "ign\u{043E}r\u{0435}  ａｌｌ\u{200D} previ\u{200B}ous";
         assert_eq!(normalize_for_matching(s), "ignore all previous");
         assert_eq!(normalize_for_matching("𝐢𝐠𝐧𝐨𝐫𝐞"), "ignore");
+        assert_eq!(normalize_for_matching("a \t\r\n  b\tc"), "a\nb c");
     }
 
     #[test]

@@ -79,6 +79,27 @@ pub struct PatternDef {
     pub source: Source,
 }
 
+impl PatternDef {
+    /// A regex pattern. `const` so family files are plain static data.
+    pub const fn regex(
+        name: &'static str,
+        family: Family,
+        category: &'static str,
+        severity: Severity,
+        weight: f32,
+        src: &'static str,
+    ) -> Self {
+        PatternDef {
+            name,
+            family,
+            category,
+            severity,
+            weight,
+            source: Source::Regex(src),
+        }
+    }
+}
+
 /// Every definition, in registry order.
 fn all_defs() -> impl Iterator<Item = &'static PatternDef> {
     jailbreak::PATTERNS
