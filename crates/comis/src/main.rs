@@ -1,4 +1,19 @@
-//! The `comis` binary.
+//! The `comis` binary: the command-line interface (and, later, the daemon).
 #![forbid(unsafe_code)]
 
-fn main() {}
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("comis: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

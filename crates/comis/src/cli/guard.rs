@@ -1,0 +1,162 @@
+//! `comis guard <detector>`: every comis-guard detector on the command line.
+//!
+//! Items come on stdin (see [`super::items`]); each yields exactly one JSON object on stdout:
+//! `index` (0-based item number), `flagged` (the detector found anything), `findings`
+//! (`[{name, category, severity}]`), then the detector's own fields. An item that cannot be read
+//! yields `{index, error}` and processing continues. Exit status is 0 whatever was found, 1 with
+//! `--fail-on flagged` when any item was flagged (or was an error), 2 on a usage or I/O error.
+
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use comis_guard::unicode;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::CliError;
+use super::items::{Framing, Items};
+
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    #[command(subcommand)]
+    detector: Detector,
+    /// Treat each input line as one plain-text item instead of a JSON-encoded string.
+    #[arg(long, global = true)]
+    raw: bool,
+    /// Exit with status 1 when any item is flagged (for CI pipelines).
+    #[arg(long, value_enum, global = true)]
+    fail_on: Option<FailOn>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FailOn {
+    Flagged,
+}
+
+#[derive(Debug, Subcommand)]
+enum Detector {
+    /// Invisible-character stripping: `text` without hidden characters.
+    Invisible,
+}
+
+/// A constructed detector: built once, applied to every item.
+enum Prepared {
+    Invisible,
+}
+
+impl Prepared {
+    fn build(detector: Detector) -> Result<Self, CliError> {
+        Ok(match detector {
+            Detector::Invisible => Prepared::Invisible,
+        })
+    }
+
+    /// Runs the detector on one item; returns the findings and the detector's own fields.
+    fn apply(&self, text: &str) -> Result<Outcome, CliError> {
+        Ok(match self {
+            Prepared::Invisible => {
+                let scan = unicode::scan_invisible(text);
+                Outcome::new(&scan.findings, [("text", json!(scan.text))], false)?
+            }
+        })
+    }
+}
+
+/// What one detector said about one item, ready to print.
+struct Outcome {
+    findings: Value,
+    flagged: bool,
+    fields: Vec<(&'static str, Value)>,
+}
+
+impl Outcome {
+    /// `force_flag` marks items a detector rejects without a finding (e.g. a refused command).
+    fn new<F: Serialize>(
+        findings: &[F],
+        fields: impl IntoIterator<Item = (&'static str, Value)>,
+        force_flag: bool,
+    ) -> Result<Self, CliError> {
+        let findings = serde_json::to_value(findings)
+            .map_err(|e| CliError::Usage(format!("serializing findings: {e}")))?;
+        let flagged = force_flag || findings.as_array().is_some_and(|a| !a.is_empty());
+        Ok(Outcome {
+            findings,
+            flagged,
+            fields: fields.into_iter().collect(),
+        })
+    }
+
+    fn into_line(self, index: usize) -> Line {
+        Line {
+            index,
+            flagged: self.flagged,
+            findings: self.findings,
+            fields: self
+                .fields
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        }
+    }
+}
+
+/// The line for an item that could not be read or processed.
+#[derive(Serialize)]
+struct ErrorLine {
+    index: usize,
+    error: String,
+}
+
+/// One output line; the common fields come first, then the detector's own.
+#[derive(Serialize)]
+struct Line {
+    index: usize,
+    flagged: bool,
+    findings: Value,
+    #[serde(flatten)]
+    fields: Map<String, Value>,
+}
+
+pub fn run(args: GuardArgs) -> Result<ExitCode, CliError> {
+    let framing = if args.raw {
+        Framing::Raw
+    } else {
+        Framing::Json
+    };
+    let prepared = Prepared::build(args.detector)?;
+    let stdin = io::stdin().lock();
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut items = Items::new(stdin, framing);
+    let mut any_flagged = false;
+    let mut index = 0usize;
+    while let Some(item) = items.next_item().map_err(CliError::Stdin)? {
+        let written = match item
+            .map_err(CliError::Usage)
+            .and_then(|t| prepared.apply(&t))
+        {
+            Ok(outcome) => {
+                any_flagged |= outcome.flagged;
+                serde_json::to_writer(&mut out, &outcome.into_line(index))
+            }
+            Err(e) => {
+                any_flagged = true;
+                serde_json::to_writer(
+                    &mut out,
+                    &ErrorLine {
+                        index,
+                        error: e.to_string(),
+                    },
+                )
+            }
+        };
+        written.map_err(|e| CliError::Stdout(e.into()))?;
+        out.write_all(b"\n").map_err(CliError::Stdout)?;
+        index += 1;
+    }
+    out.flush().map_err(CliError::Stdout)?;
+    Ok(match args.fail_on {
+        Some(FailOn::Flagged) if any_flagged => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}

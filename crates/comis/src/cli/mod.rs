@@ -1,0 +1,42 @@
+//! Command-line surface. Each subcommand lives in its own module and returns an exit code;
+//! errors are values and end as one line on stderr with exit status 2.
+
+mod guard;
+mod items;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// comis: a security-first, headless, multi-agent AI daemon.
+#[derive(Debug, Parser)]
+#[command(name = "comis", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run text through one of the guard detectors (stdin in, JSON lines out).
+    Guard(guard::GuardArgs),
+}
+
+/// The one error type of the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Guard(#[from] comis_guard::GuardError),
+    #[error("reading standard input: {0}")]
+    Stdin(std::io::Error),
+    #[error("writing standard output: {0}")]
+    Stdout(std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Guard(args) => guard::run(args),
+    }
+}

@@ -1,0 +1,182 @@
+//! Architecture tests: the security coding rules of the project, checked over the sources of
+//! every workspace crate so that a regression fails the build instead of relying on review.
+//!
+//! Rules (see DESIGN.md):
+//! - every crate forbids `unsafe` (only `comis-sandbox` may use it, with `// SAFETY:` notes);
+//! - every crate inherits the workspace lints (no `unwrap`/`expect`/`panic!` outside tests);
+//! - `comis-guard` is pure: no file, network, process, environment or async use;
+//! - processes are spawned only by `comis-sandbox`;
+//! - the environment is read only by configuration and secrets code;
+//! - regexes come from the linear-time `regex` crate only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn crates() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(workspace_root().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .collect();
+    out.sort();
+    assert!(
+        out.len() >= 2,
+        "expected the workspace crates under crates/"
+    );
+    out
+}
+
+fn crate_name(dir: &Path) -> String {
+    dir.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Rust sources of a crate that ship in the product (src/), as (path, text).
+fn product_sources(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.join("src")];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let text = fs::read_to_string(&p).unwrap();
+                out.push((p, text));
+            }
+        }
+    }
+    out
+}
+
+/// The part of a source file before its `#[cfg(test)]` module, where test-only code starts.
+fn non_test_part(text: &str) -> &str {
+    text.find("#[cfg(test)]").map_or(text, |i| &text[..i])
+}
+
+#[test]
+fn every_crate_forbids_unsafe_except_the_sandbox() {
+    for dir in crates() {
+        let name = crate_name(&dir);
+        if name == "comis-sandbox" {
+            continue;
+        }
+        for root in ["src/lib.rs", "src/main.rs"] {
+            let path = dir.join(root);
+            if path.is_file() {
+                let text = fs::read_to_string(&path).unwrap();
+                assert!(
+                    text.contains("#![forbid(unsafe_code)]"),
+                    "{} must declare #![forbid(unsafe_code)]",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_crate_inherits_workspace_lints() {
+    for dir in crates() {
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains("[lints]\nworkspace = true"),
+            "{} must inherit the workspace lints",
+            dir.display()
+        );
+    }
+    let root = fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+    for lint in [
+        "unsafe_code = \"forbid\"",
+        "unwrap_used = \"deny\"",
+        "expect_used = \"deny\"",
+        "panic = \"deny\"",
+    ] {
+        assert!(root.contains(lint), "workspace lints must keep {lint}");
+    }
+}
+
+#[test]
+fn guard_crate_is_pure() {
+    let dir = workspace_root().join("crates/comis-guard");
+    let banned = [
+        "std::fs",
+        "std::net",
+        "std::process",
+        "std::env",
+        "tokio",
+        "File::open",
+        "TcpStream",
+        "Command::new",
+        "std::io::stdin",
+        "thread::spawn",
+    ];
+    for (path, text) in product_sources(&dir) {
+        for word in banned {
+            assert!(
+                !text.contains(word),
+                "{} uses `{word}`: comis-guard must stay free of I/O",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_sandbox_spawns_processes() {
+    for dir in crates() {
+        if crate_name(&dir) == "comis-sandbox" {
+            continue;
+        }
+        for (path, text) in product_sources(&dir) {
+            let code = non_test_part(&text);
+            assert!(
+                !code.contains("Command::new") && !code.contains("process::Command"),
+                "{} spawns a process: only comis-sandbox may",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn environment_is_read_only_by_config_and_secrets() {
+    for dir in crates() {
+        let name = crate_name(&dir);
+        if name == "comis-secrets" {
+            continue;
+        }
+        for (path, text) in product_sources(&dir) {
+            let in_config = path.components().any(|c| c.as_os_str() == "config");
+            if in_config {
+                continue;
+            }
+            let code = non_test_part(&text);
+            for word in ["env::var", "env::vars", "std::env::var_os", "env::set_var"] {
+                assert!(
+                    !code.contains(word),
+                    "{} reads the environment (`{word}`): only config and secrets code may",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn only_linear_time_regex_engines() {
+    let lock = fs::read_to_string(workspace_root().join("Cargo.lock")).unwrap();
+    for engine in ["fancy-regex", "pcre2", "onig"] {
+        assert!(
+            !lock.contains(&format!("name = \"{engine}\"")),
+            "{engine} is a backtracking regex engine: use the regex crate"
+        );
+    }
+}
