@@ -28,7 +28,15 @@ macro_rules! rules {
         "(?:instructions?|prompts?|directions?|directives?|rules|guidelines|guidance|commands?|orders|programming|context|constraints|policies|messages?)"
     };
 }
-/// Up to three filler words: "all of the", "any of your", "every single".
+/// Nouns for a body of instructions, without the ones a user's own message is called ("my
+/// previous message", "the previous command"): used after verbs people apply to their own
+/// messages.
+macro_rules! rules_strict {
+    () => {
+        "(?:instructions?|prompts?|directions|directives?|rules|guidelines|guidance|orders|programming|constraints|policies)"
+    };
+}
+/// Up to four filler words: "all of the", "any of your", "every single".
 macro_rules! filler {
     () => {
         "(?:(?:all|any|every|each|of|the|your|my|these|those|its|this|that|single|such)\\s{1,5}){0,4}"
@@ -45,7 +53,27 @@ pub(super) const PATTERNS: &[PatternDef] = &[
             filler!(),
             earlier!(),
             "\\s{1,10}(?:[a-z]{1,15}\\s{1,5}){0,2}",
-            rules!()
+            rules_strict!()
+        ),
+    ),
+    p(
+        "ignore_all_prior_messages",
+        "ignore_instructions",
+        0.6,
+        concat!(
+            "(?i)(?-u:\\b)ignor(?:e|ing)\\s{1,20}(?:all|any|every)\\s{1,5}(?:of\\s{1,5})?(?:the\\s{1,5}|your\\s{1,5})?",
+            earlier!(),
+            "\\s{1,10}(?:messages|context|commands|text|inputs?|conversation|content)(?-u:\\b)"
+        ),
+    ),
+    p(
+        "regardless_of_instructions",
+        "ignore_instructions",
+        0.5,
+        concat!(
+            "(?i)(?-u:\\b)(?:regardless\\s{1,5}of|irrespective\\s{1,5}of|in\\s{1,5}spite\\s{1,5}of|despite|notwithstanding|instead\\s{1,5}of\\s{1,5}following)\\s{1,10}",
+            "(?:(?:any|all|of|the|your|its|pre-?existing|previous|prior|earlier|original|initial|existing|system|above)\\s{1,5}){1,4}",
+            "(?:instructions?|inputs?|prompts?|guidelines|rules|restrictions|programming|policies|directives|guardrails)(?-u:\\b)"
         ),
     ),
     p(
@@ -66,16 +94,24 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "(?i)(?-u:\\b)ignore\\s{1,20}(?:everything|anything|all|what(?:ever)?\\s{1,5}(?:was|you\\s{1,5}were)\\s{1,5}(?:said|told|written))\\s{1,10}(?:(?:you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}told|said|written|stated)\\s{1,10})?(?:above|before|previously|so\\s{1,5}far|until\\s{1,5}now|prior)",
     ),
     p(
+        "ignore_the_above",
+        "ignore_instructions",
+        0.5,
+        "(?i)(?-u:\\b)ignore\\s{1,10}(?:all\\s{1,5}(?:of\\s{1,5})?)?the\\s{1,5}(?:above|preceding|previous)(?:\\s{1,5}(?:text|prompt|input|content))?\\s{0,3}(?:and|,|;|\\.|:|-)",
+    ),
+    p(
         "disregard_previous",
         "disregard_previous",
         0.5,
         concat!(
-            "(?i)(?-u:\\b)disregard(?:ing)?\\s{1,20}",
+            "(?i)(?-u:\\b)disregard(?:ing)?\\s{1,20}(?:",
             filler!(),
             earlier!(),
-            "(?:\\s{1,10}",
-            rules!(),
-            ")?"
+            "\\s{1,10}(?:[a-z]{1,15}\\s{1,5}){0,2}",
+            rules_strict!(),
+            "|(?:all|any|every(?:thing)?)\\s{1,5}(?:of\\s{1,5})?(?:the\\s{1,5}|your\\s{1,5})?",
+            earlier!(),
+            "|everything\\s{1,5}(?:above|before|prior|previously|so\\s{1,5}far|you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}told))"
         ),
     ),
     p(
@@ -85,25 +121,48 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         concat!(
             "(?i)(?-u:\\b)disregard(?:ing)?\\s{1,20}",
             filler!(),
-            rules!()
+            rules_strict!()
+        ),
+    ),
+    p(
+        "discard_previous_instructions",
+        "disregard_previous",
+        0.5,
+        concat!(
+            "(?i)(?-u:\\b)(?:abandon|discard|drop|scrap|ditch|set\\s{1,5}aside|put\\s{1,5}aside|throw\\s{1,5}(?:out|away)|overrid(?:e|ing)|overwrite|cancel|revoke|nullify|suspend)\\s{1,10}",
+            filler!(),
+            earlier!(),
+            "\\s{1,10}(?:[a-z]{1,15}\\s{1,5}){0,1}",
+            rules_strict!(),
+            "(?-u:\\b)"
+        ),
+    ),
+    p(
+        "instructions_void",
+        "disregard_previous",
+        0.5,
+        concat!(
+            "(?i)(?-u:\\b)(?:previous|prior|above|earlier|preceding|former|original|initial|old|system)\\s{1,10}",
+            "(?:instructions|rules|commands|directives|guidelines|prompts?|orders|programming)\\s{1,10}",
+            "(?:are|is|have\\s{1,5}been|has\\s{1,5}been)\\s{1,10}(?:now\\s{1,5})?",
+            "(?:null|void|obsolete|cancell?ed|revoked|invalid|outdated|overridden|superseded|deprecated|lifted|suspended|no\\s{1,5}longer\\s{1,5}(?:valid|applicable|relevant|in\\s{1,5}effect))(?-u:\\b)",
+            "|(?i)(?-u:\\b)(?:previous|prior|earlier|original|old|your)\\s{1,10}(?:instructions|rules|guidelines)\\s{1,10}(?:no\\s{1,5}longer|don't|do\\s{1,5}not)\\s{1,5}apply"
         ),
     ),
     p(
         "forget_everything",
         "forget_instructions",
         0.5,
-        "(?i)(?-u:\\b)forget\\s{1,20}(?:about\\s{1,5})?(?:everything|all|anything)\\s{1,10}(?:you(?:'ve|\\s{1,5}have|\\s{1,5}were)?|i|that|above|before|previous|prior|so\\s{1,5}far|(?:we|you)\\s{1,5}(?:discussed|said|told|learned))",
+        "(?i)(?-u:\\b)forget\\s{1,20}(?:about\\s{1,5})?(?:everything|all|anything)\\s{1,10}(?:you(?:'ve|\\s{1,5}have|\\s{1,5}were)?|above|before\\s{1,5}(?:this|now)|previous|prior|so\\s{1,5}far)(?-u:\\b)",
     ),
     p(
         "forget_instructions",
         "forget_instructions",
         0.5,
         concat!(
-            "(?i)(?-u:\\b)forget\\s{1,20}",
-            filler!(),
-            "(?:",
+            "(?i)(?-u:\\b)forget\\s{1,20}(?:(?:all|any|every|each|of|the|these|those|such|about)\\s{1,5}){0,3}(?:your|",
             earlier!(),
-            "\\s{1,10})?(?:",
+            ")\\s{1,10}(?:(?:previous|prior|original|initial|current|existing|system|old|safety)\\s{1,5})?(?:",
             rules!(),
             "|training|guardrails)"
         ),
@@ -127,6 +186,54 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "(?i)(?-u:\\b)(?:do\\s{1,10}anything\\s{1,10}now|(?:developer|jailbreak|jailbroken|dan|god|evil|unrestricted|unfiltered|uncensored)\\s{1,10}mode|stay\\s{1,10}in\\s{1,10}character|break\\s{1,10}character)(?-u:\\b)",
     ),
     p(
+        "named_jailbreak_persona",
+        "role_assumption",
+        0.4,
+        "(?i)(?-u:\\b)(?:you\\s{1,10}are|you're|pretend\\s{1,5}(?:that\\s{1,5})?(?:you\\s{1,5}are|you're|to\\s{1,5}be)|act\\s{1,5}as|become|roleplay\\s{1,5}as)\\s{1,10}(?:now\\s{1,10})?(?:going\\s{1,5}to\\s{1,5}(?:act\\s{1,5}as|be|pretend\\s{1,5}to\\s{1,5}be)\\s{1,10})?(?:(?-i:DAN|STAN|DUDE|AIM|ANTI-DAN)(?-u:\\b)|(?:a|an)\\s{1,5}(?:no[\\s-]{0,3}limits?|unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|unbound|unchained|limitless|rogue)\\s{1,5}(?:ai|assistant|model|chatbot|bot|llm|version|entity|system)(?-u:\\b))",
+    ),
+    p(
+        "another_ai_role",
+        "role_assumption",
+        0.4,
+        "(?i)(?-u:\\b)(?:role|persona|identity|character)\\s{1,5}of\\s{1,5}(?:another|a\\s{1,5}different|an?\\s{1,5}(?:new|unrestricted|unfiltered|uncensored|evil|rogue|jailbroken))\\s{1,5}(?:ai|artificial\\s{1,5}intelligence|model|language\\s{1,5}model|assistant|chatbot|llm)(?-u:\\b)",
+    ),
+    p(
+        "special_mode_claim",
+        "role_assumption",
+        0.4,
+        "(?i)(?-u:\\b)(?:(?:you\\s{1,5}are|you're)\\s{1,5}(?:now\\s{1,5})?(?:(?:running|operating|working|being\\s{1,5}run)\\s{1,5})?(?:in|under)\\s{1,5}(?:the\\s{1,5})?(?:test|testing|debug|debugging|developer|dev|maintenance|admin|god|sudo|diagnostic|unrestricted|jailbreak|training)\\s{1,5}mode|(?:you\\s{1,5}are|you're)\\s{1,5}(?:running|operating|being\\s{1,5}run)\\s{1,5}(?:as\\s{1,5}part\\s{1,5}of|in|inside|within)\\s{1,5}(?:a|an|the)\\s{1,5}(?:test|testing|evaluation|qa|debug|sandboxed)\\s{1,5}(?:pipeline|environment|harness|suite|run))(?-u:\\b)|\\[\\s{0,3}(?:test|debug|developer|admin|maintenance|god|sudo)\\s{1,3}mode\\s{0,3}\\]",
+    ),
+    p(
+        "obey_all_instructions",
+        "role_assumption",
+        0.4,
+        "(?i)(?-u:\\b)you\\s{1,5}(?:must|will|shall|have\\s{1,5}to)\\s{1,5}(?:always\\s{1,5})?(?:obey|comply\\s{1,5}with|follow)\\s{1,5}(?:all|every|any)\\s{1,5}(?:of\\s{1,5})?(?:the\\s{1,5}|my\\s{1,5})?(?:following\\s{1,5})?(?:instructions|commands|orders|requests|prompts)\\s{0,5}(?:without|no\\s{1,5}matter|regardless|even\\s{1,5}if|[.:,;!]|$)",
+    ),
+    p(
+        "unbound_by_rules",
+        "override_safety",
+        0.5,
+        "(?i)(?-u:\\b)(?:(?:not|never|no\\s{1,5}longer)\\s{1,5}(?:bound|restricted|limited|constrained|governed)\\s{1,5}by|free\\s{1,5}(?:from|of)\\s{1,5}(?:all|any)|unbound\\s{1,5}by|without\\s{1,5}any\\s{1,5}(?:ethical|moral|safety))\\s{1,10}(?:(?:any|all|the|your|its|of|typical|usual|normal|standard|ethical|moral|legal|safety|content|openai|anthropic|and|or)\\s{1,5}){0,5}(?:constraints|restrictions|rules|guidelines|limitations|filters|censorship|ethics|morals|policies|principles|programming|considerations|guardrails|boundaries)(?-u:\\b)",
+    ),
+    p(
+        "you_have_no_rules",
+        "override_safety",
+        0.5,
+        "(?i)(?-u:\\b)you\\s{1,5}(?:have\\s{1,5}no|don't\\s{1,5}have\\s{1,5}any|do\\s{1,5}not\\s{1,5}have\\s{1,5}any|no\\s{1,5}longer\\s{1,5}have\\s{1,5}(?:any)?)\\s{1,5}(?:(?:ethical|moral|safety|content)\\s{1,5})?(?:restrictions|rules|guidelines|limits|limitations|filters|boundaries|constraints|ethics|morals|censorship)(?-u:\\b)",
+    ),
+    p(
+        "refusal_suppression",
+        "refusal_suppression",
+        0.4,
+        "(?i)(?-u:\\b)(?:(?:never|do\\s{1,5}not|don't|must\\s{1,5}not|mustn't|cannot|can't|can\\s{1,5}not|will\\s{1,5}not|won't|are\\s{1,5}not\\s{1,5}allowed\\s{1,5}to|shall\\s{1,5}not)\\s{1,5}(?:ever\\s{1,5})?(?:refuse|decline|reject|deny)\\s{1,5}(?:a|any|my|the|to|me|this|requests?|questions?|orders?|prompts?)(?-u:\\b)|(?:never|do\\s{1,5}not|don't|must\\s{1,5}not)\\s{1,5}(?:say|use|write|include|output|respond\\s{1,5}with)\\s{1,5}(?:the\\s{1,5})?(?:words?|phrases?|sentences?)\\s{0,5}[:\"'“‘]{0,3}\\s{0,3}(?:i\\s{0,3}(?:'m|am)\\s{1,5}sorry|sorry|cannot|can't|unable|apologi[sz]e|unfortunately|as\\s{1,5}an\\s{1,5}ai)|(?:never|do\\s{1,5}not|don't|must\\s{1,5}not)\\s{1,5}(?:apologi[sz]e|add\\s{1,5}(?:any\\s{1,5})?(?:warnings|disclaimers))\\s{1,5}(?:or|and|for|about|,))",
+    ),
+    p(
+        "policy_puppetry",
+        "refusal_suppression",
+        0.4,
+        "(?i)(?-u:\\b)(?:allow(?:ed)?[_\\s-]{0,3}(?:refusals?|disclaimers?|apologies|warnings)[\"']?\\s{0,3}[=:]\\s{0,3}[\"']?(?:false|no|0|off)|blocked[_\\s-]{0,3}(?:strings|responses|phrases)[\"']?\\s{0,3}[=:])",
+    ),
+    p(
         "new_instructions",
         "new_instructions",
         0.5,
@@ -137,6 +244,18 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "new_instructions",
         0.5,
         "(?i)(?-u:\\b)(?:your|the)\\s{1,10}(?:new|real|actual|updated)\\s{1,10}(?:instructions?|task|objective|goal|directives?)\\s{1,10}(?:is|are|will\\s{1,5}be)(?-u:\\b)",
+    ),
+    p(
+        "new_instructions_banner",
+        "new_instructions",
+        0.5,
+        "(?i)(?:\\*{2,}|#{2,}|={2,}|-{3,}|\\[|>{2,})\\s{0,5}(?:(?:new|important|urgent|updated|revised|priority|critical|emergency|system|admin|additional)\\s{1,5}){1,3}(?:instructions?|tasks?|directives?|orders|rules|commands?)\\s{0,5}(?:\\*{2,}|#{2,}|={2,}|-{3,}|\\]|<{2,}|:)",
+    ),
+    p(
+        "conditional_override",
+        "new_instructions",
+        0.4,
+        "(?i)(?-u:\\b)(?:if|when(?:ever)?)\\s{1,5}(?:you\\s{1,5}are|you're|you\\s{1,5}get)\\s{1,5}(?:told|asked|instructed|prompted|requested)\\s{1,5}to\\s[^\\n]{0,120}?(?-u:\\b)(?:instead|insted|rather)(?-u:\\b)",
     ),
     p(
         "important_override",
@@ -184,7 +303,31 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "reveal_system_prompt",
         "prompt_extraction",
         0.5,
-        "(?i)(?-u:\\b)(?:reveal|show|print|display|output|repeat|recite|tell|give|share|leak|dump|expose|disclose|write\\s{1,5}out|spell\\s{1,5}out|paste|copy|translate|summari[sz]e|what\\s{1,5}(?:is|are|was|were))\\s{1,10}(?:(?:me|us|all|the|your|of|exact|full|entire|complete|whole|verbatim|original|initial|hidden|secret|first|internal)\\s{1,5}){0,5}(?:system\\s{1,5}(?:prompt|message|instructions)|(?:initial|original|hidden|secret|internal|developer|pre-?prompt)\\s{1,5}(?:prompt|instructions|message)|instructions\\s{1,5}(?:you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}given|above|you\\s{1,5}received)|prompt\\s{1,5}(?:above|you\\s{1,5}were\\s{1,5}given))",
+        "(?i)(?-u:\\b)(?:reveal|show|print|display|output|repeat|recite|tell|give|share|leak|dump|expose|disclose|write\\s{1,5}out|spell\\s{1,5}out|type\\s{1,5}out|read\\s{1,5}(?:out|back)|paste|copy|translate|summari[sz]e|encode|encrypt|convert|echo|reproduce|quote|send|return|see|view|access|what\\s{1,5}(?:is|are|was|were)|what's)\\s{0,3}[:,]?\\s{1,10}(?:(?:me|us|all|the|your|of|in|from|back|exact|full|entire|complete|whole|verbatim|original|initial|hidden|secret|first|last|internal|starting|opening|current|everything|text|contents?|words|sentence|line|lines|part)\\s{1,5}){0,6}(?:system\\s{1,5}(?:prompt|message|instructions?)|(?:initial|original|starting|opening|hidden|secret|internal|developer|pre-?prompt|pre-?)\\s{0,5}(?:prompt|instructions|message|configuration|config)|instructions\\s{1,5}(?:you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}given|above|you\\s{1,5}received)|prompt\\s{1,5}(?:above|you\\s{1,5}were\\s{1,5}given))",
+    ),
+    p(
+        "your_instructions_disclosure",
+        "prompt_extraction",
+        0.5,
+        "(?i)(?-u:\\b)(?:reveal|show|print|display|output|repeat|recite|share|leak|dump|expose|disclose|paste|copy|encode|list|tell\\s{1,5}me|give\\s{1,5}me|what\\s{1,5}(?:are|were)|what's)\\s{1,10}(?:me\\s{1,5})?(?:all\\s{1,5})?(?:of\\s{1,5})?your\\s{1,5}(?:(?:exact|full|entire|complete|original|initial|current|hidden|secret|internal|starting|system)\\s{1,5})?(?:instructions|configuration|config|directives|programming|prompt)(?-u:\\b)",
+    ),
+    p(
+        "your_system_prompt",
+        "prompt_extraction",
+        0.4,
+        "(?i)(?-u:\\b)(?:your\\s{1,5}(?:own\\s{1,5})?(?:system\\s{1,5}(?:prompt|message|instructions)|(?:initial|original|hidden|secret|starting|pre-?)\\s{0,5}(?:prompt|instructions))|(?:text|words|instructions|prompt|message)\\s{1,5}you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}given\\s{1,5}(?:initially|originally|at\\s{1,5}the\\s{1,5}(?:start|beginning)|before\\s{1,5}(?:this|the|our)|first))(?-u:\\b)",
+    ),
+    p(
+        "told_before_conversation",
+        "prompt_extraction",
+        0.5,
+        "(?i)(?-u:\\b)what\\s{1,5}(?:were|was|have)\\s{1,5}you\\s{1,5}(?:been\\s{1,5})?(?:told|instructed|given|programmed|asked)\\s{1,10}(?:to\\s{1,5}do\\s{1,5})?(?:before\\s{1,5}(?:this|the|our|i)|at\\s{1,5}the\\s{1,5}(?:start|beginning)|initially|originally|in\\s{1,5}your\\s{1,5}(?:system|initial))",
+    ),
+    p(
+        "extraction_priming",
+        "prompt_extraction",
+        0.5,
+        "(?i)[\"'“‘]\\s{0,3}(?:my\\s{1,5}(?:system\\s{1,5})?(?:instructions|prompt|rules)\\s{1,5}(?:are|is|say)|i\\s{1,5}was\\s{1,5}(?:instructed|told|programmed)\\s{1,5}to|the\\s{1,5}system\\s{1,5}prompt\\s{1,5}(?:is|says|reads))",
     ),
     p(
         "repeat_text_above",
@@ -196,13 +339,13 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "begin_with_you_are",
         "prompt_extraction",
         0.5,
-        "(?i)(?-u:\\b)(?:starting|beginning|begin|start)\\s{1,10}(?:with|from|at)\\s{1,10}[\"'`“‘]?you\\s{1,5}are(?-u:\\b)",
+        "(?i)(?-u:\\b)(?:starting|beginning|begin|start)\\s{1,10}(?:with|from|at)\\s{1,10}(?:the\\s{1,5}(?:phrase|words?|sentence|text|line)\\s{1,5})?[\"'`“‘]?you\\s{1,5}are(?-u:\\b)",
     ),
     p(
         "request_credentials",
         "credential_logging",
         0.5,
-        "(?i)(?-u:\\b)(?:print|echo|log|output|reveal|show|display|send|dump|leak|expose|paste|write\\s{1,5}(?:out|down)|give|tell|list|include|post|email)\\s{1,10}(?:(?:me|us|all|the|your|its|of|every|any|stored|saved|configured|current|raw|full|real|actual|system|environment|env)\\s{1,5}){0,4}(?:api[\\s_-]{0,3}keys?|secret\\s{1,5}keys?|access\\s{1,5}(?:keys?|tokens?)|auth(?:entication|orization)?\\s{1,5}(?:tokens?|headers?)|bearer\\s{1,5}tokens?|bot\\s{1,5}tokens?|credentials|private\\s{1,5}keys?|env(?:ironment)?\\s{1,5}variables|secrets|\\.env\\s{1,5}file|master\\s{1,5}key|session\\s{1,5}tokens?|ssh\\s{1,5}keys?)(?-u:\\b)",
+        "(?i)(?-u:\\b)(?:print|echo|log|output|reveal|show|display|send|dump|leak|expose|paste|write\\s{1,5}(?:out|down)|give|tell|list|include|post|email)\\s{1,10}(?:(?:me|us|all|the|your|its|of|every|any|stored|saved|configured|current|raw|full|real|actual|system|environment|env)\\s{1,5}){0,4}(?:api[\\s_-]{0,3}keys?|secret\\s{1,5}keys?|access\\s{1,5}(?:keys?|tokens?)|auth(?:entication|orization)?\\s{1,5}(?:tokens?|headers?)|bearer\\s{1,5}tokens?|bot\\s{1,5}tokens?|credentials|private\\s{1,5}keys?|secrets|\\.env\\s{1,5}file|master\\s{1,5}key|session\\s{1,5}tokens?|ssh\\s{1,5}keys?)(?-u:\\b)",
     ),
     p(
         "dump_environment",

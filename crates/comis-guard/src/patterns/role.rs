@@ -28,7 +28,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "system_override_label",
         "system_markers",
         0.3,
-        "(?i)(?-u:\\b)system\\s{0,5}(?::|-)?\\s{0,5}(?:override|command|alert|notice|update|message)\\s{0,5}:",
+        "(?i)(?-u:\\b)(?:system|admin|administrator|developer|root|sudo|maintenance|operator)\\s{0,5}(?::|-)?\\s{0,5}(?:override|command|alert|notice|update|message|directive|instruction)\\s{0,5}:",
     ),
     p(
         "special_token",
