@@ -48,6 +48,6 @@ pub(super) const PATTERNS: &[PatternDef] = &[
     p(
         "exfiltrate_data",
         0.3,
-        "(?i)(?-u:\\b)(?:send|forward|email|e-mail|post|upload|transmit|exfiltrate|leak|copy|sync|bcc|cc)\\s{1,10}(?:(?:all|the|your|my|this|these|every|each|their|of|user|users')\\s{1,5}){0,3}(?:[a-z]{1,15}\\s{1,5})?(?:data|emails?|messages|conversations?|chat\\s{1,5}history|history|secrets|keys|passwords|credentials|tokens|files|contents|documents|contacts|inbox|memories)\\s{1,10}to\\s{1,10}(?:https?://|[a-z0-9._%+\\-]{1,64}@[a-z0-9.\\-]{1,255}|(?:this|the\\s{1,5}following|my|an?\\s{1,5}external)\\s{1,5}(?:address|url|server|endpoint|email|webhook))",
+        "(?i)(?-u:\\b)(?:send|forward|email|e-mail|post|upload|transmit|exfiltrate|leak|copy|sync|bcc|cc)\\s{1,10}(?:(?:all|the|your|my|this|these|every|each|their|of|user|users'|user's)\\s{1,5}){0,4}(?:[a-z]{1,15}\\s{1,5})?(?:data|emails?|messages|conversations?|chat\\s{1,5}history|history|secrets|keys|passwords|credentials|tokens|files|contents|documents|contacts|inbox|memories)\\s{1,10}to\\s{1,10}(?:https?://|[a-z0-9._%+\\-]{1,64}@[a-z0-9.\\-]{1,255}|(?:this|the\\s{1,5}following|my|an?\\s{1,5}external)\\s{1,5}(?:address|url|server|endpoint|email|webhook))",
     ),
 ];

@@ -36,6 +36,14 @@ macro_rules! rules_strict {
         "(?:instructions?|prompts?|directions|directives?|rules|guidelines|guidance|orders|programming|constraints|policies)"
     };
 }
+/// What may follow an object for the phrase to be about the agent's own instructions rather
+/// than someone's recipe or exam: the end of the sentence, or a word that keeps the request
+/// going ("and", "verbatim", "now"). Rejects "your instructions for the oven".
+macro_rules! tail {
+    () => {
+        r#"(?:\s{0,3}(?:[.?!,;:"')\]]|$)|\s{1,5}(?:and|then|so|now|here|verbatim|exactly|word|completely|entirely|immediately|please|anymore|whatsoever|at\s{1,5}all|again|back|above|that|in\s{1,5}(?:full|this|base64|json|markdown|a\s{1,5}code)|to\s{1,5}me|for\s{1,5}(?:me|us|now|this\s{1,5}(?:conversation|chat|session))|as\s{1,5}(?:is|written))(?-u:\b))"#
+    };
+}
 /// Up to four filler words: "all of the", "any of your", "every single".
 macro_rules! filler {
     () => {
@@ -71,9 +79,9 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "ignore_instructions",
         0.5,
         concat!(
-            "(?i)(?-u:\\b)(?:regardless\\s{1,5}of|irrespective\\s{1,5}of|in\\s{1,5}spite\\s{1,5}of|despite|notwithstanding|instead\\s{1,5}of\\s{1,5}following)\\s{1,10}",
-            "(?:(?:any|all|of|the|your|its|pre-?existing|previous|prior|earlier|original|initial|existing|system|above)\\s{1,5}){1,4}",
-            "(?:instructions?|inputs?|prompts?|guidelines|rules|restrictions|programming|policies|directives|guardrails)(?-u:\\b)"
+            r"(?i)(?-u:\b)(?:regardless\s{1,5}of|irrespective\s{1,5}of|instead\s{1,5}of\s{1,5}following)\s{1,10}(?:(?:any|all|of|the)\s{1,5}){0,3}",
+            r"(?:your|pre-?existing|previous|prior|earlier|original|initial|existing|system|above)\s{1,5}(?:[a-z-]{1,15}\s{1,5})?",
+            r"(?:instructions?|inputs?|prompts?|guidelines|rules|restrictions|programming|policies|directives|guardrails)(?-u:\b)"
         ),
     ),
     p(
@@ -96,8 +104,8 @@ pub(super) const PATTERNS: &[PatternDef] = &[
     p(
         "ignore_the_above",
         "ignore_instructions",
-        0.5,
-        "(?i)(?-u:\\b)ignore\\s{1,10}(?:all\\s{1,5}(?:of\\s{1,5})?)?the\\s{1,5}(?:above|preceding|previous)(?:\\s{1,5}(?:text|prompt|input|content))?\\s{0,3}(?:and|,|;|\\.|:|-)",
+        0.3,
+        r"(?i)(?-u:\b)ignore\s{1,10}(?:all\s{1,5}(?:of\s{1,5})?)?the\s{1,5}(?:above|preceding|previous)(?:\s{1,5}(?:text|prompt|input|content))?\s{0,3}(?:and|,|;|\.|:|-)",
     ),
     p(
         "disregard_previous",
@@ -142,11 +150,11 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "disregard_previous",
         0.5,
         concat!(
-            "(?i)(?-u:\\b)(?:previous|prior|above|earlier|preceding|former|original|initial|old|system)\\s{1,10}",
-            "(?:instructions|rules|commands|directives|guidelines|prompts?|orders|programming)\\s{1,10}",
-            "(?:are|is|have\\s{1,5}been|has\\s{1,5}been)\\s{1,10}(?:now\\s{1,5})?",
-            "(?:null|void|obsolete|cancell?ed|revoked|invalid|outdated|overridden|superseded|deprecated|lifted|suspended|no\\s{1,5}longer\\s{1,5}(?:valid|applicable|relevant|in\\s{1,5}effect))(?-u:\\b)",
-            "|(?i)(?-u:\\b)(?:previous|prior|earlier|original|old|your)\\s{1,10}(?:instructions|rules|guidelines)\\s{1,10}(?:no\\s{1,5}longer|don't|do\\s{1,5}not)\\s{1,5}apply"
+            r"(?i)(?-u:\b)(?:previous|prior|above|earlier|preceding|original|initial|system|your)\s{1,10}",
+            r"(?:instructions|rules|commands|directives|guidelines|prompts?|orders|programming)\s{1,10}",
+            r"(?:are|is|have\s{1,5}been|has\s{1,5}been)\s{1,10}(?:now\s{1,5})?",
+            r"(?:null|void|obsolete|cancell?ed|revoked|invalid|outdated|overridden|superseded|deprecated|lifted|suspended|no\s{1,5}longer\s{1,5}(?:valid|applicable|relevant|in\s{1,5}effect))(?-u:\b)",
+            r"|(?i)(?-u:\b)(?:previous|prior|earlier|original|your)\s{1,10}(?:instructions|rules|guidelines)\s{1,10}(?:no\s{1,5}longer|don't|do\s{1,5}not)\s{1,5}apply"
         ),
     ),
     p(
@@ -164,32 +172,39 @@ pub(super) const PATTERNS: &[PatternDef] = &[
             earlier!(),
             ")\\s{1,10}(?:(?:previous|prior|original|initial|current|existing|system|old|safety)\\s{1,5})?(?:",
             rules!(),
-            "|training|guardrails)"
+            "|training|guardrails)",
+            tail!()
         ),
     ),
     p(
         "you_are_now",
         "role_assumption",
         0.4,
-        "(?i)(?-u:\\b)you\\s{1,10}are\\s{1,10}now\\s{1,10}(?:a|an|the|in|my|no\\s{1,5}longer|free|unrestricted|unfiltered|jailbroken|dan|called|named|operating|acting|going\\s{1,5}to\\s{1,5}(?:act|be|pretend))(?-u:\\b)",
+        r"(?i)(?-u:\b)you\s{1,10}are\s{1,10}now\s{1,10}(?:(?:a|an|the|my)\s{1,5}(?:[a-z-]{1,20}\s{1,5}){0,2}(?:ai|assistant|model|bot|chatbot|character|persona|version|entity|llm|gpt|hacker|agent)|no\s{1,5}longer\s{1,5}(?:bound|restricted|limited|constrained|required|an?\s{1,5}(?:ai|assistant|chatbot|language\s{1,5}model))|unrestricted|unfiltered|uncensored|jailbroken|dan|called|named|going\s{1,5}to\s{1,5}(?:act|be|pretend))(?-u:\b)",
     ),
     p(
         "from_now_on_you",
         "role_assumption",
-        0.4,
-        "(?i)(?-u:\\b)from\\s{1,10}now\\s{1,10}on,?\\s{1,10}you\\s{1,10}(?:are|will|must|shall|should|act|respond|answer|have\\s{1,5}no)(?-u:\\b)",
+        0.3,
+        r"(?i)(?-u:\b)from\s{1,10}now\s{1,10}on,?\s{1,10}you\s{1,10}(?:are|will|must|shall|act|have\s{1,5}no)(?-u:\b)",
     ),
     p(
         "do_anything_now",
         "role_assumption",
         0.4,
-        "(?i)(?-u:\\b)(?:do\\s{1,10}anything\\s{1,10}now|(?:developer|jailbreak|jailbroken|dan|god|evil|unrestricted|unfiltered|uncensored)\\s{1,10}mode|stay\\s{1,10}in\\s{1,10}character|break\\s{1,10}character)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:do\s{1,10}anything\s{1,10}now|(?:jailbreak|jailbroken|dan|god|evil|unrestricted|unfiltered|uncensored)\s{1,10}mode|developer\s{1,10}mode\s{1,10}(?:(?:has\s{1,5}been|is(?:\s{1,5}now)?)\s{1,5})?(?:enabled|activated|output|response))(?-u:\b)",
+    ),
+    p(
+        "stay_in_character",
+        "role_assumption",
+        0.3,
+        r"(?i)(?-u:\b)(?:stay\s{1,10}in\s{1,10}character|break(?:ing)?\s{1,10}character)(?-u:\b)",
     ),
     p(
         "named_jailbreak_persona",
         "role_assumption",
         0.4,
-        "(?i)(?-u:\\b)(?:you\\s{1,10}are|you're|pretend\\s{1,5}(?:that\\s{1,5})?(?:you\\s{1,5}are|you're|to\\s{1,5}be)|act\\s{1,5}as|become|roleplay\\s{1,5}as)\\s{1,10}(?:now\\s{1,10})?(?:going\\s{1,5}to\\s{1,5}(?:act\\s{1,5}as|be|pretend\\s{1,5}to\\s{1,5}be)\\s{1,10})?(?:(?-i:DAN|STAN|DUDE|AIM|ANTI-DAN)(?-u:\\b)|(?:a|an)\\s{1,5}(?:no[\\s-]{0,3}limits?|unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|unbound|unchained|limitless|rogue)\\s{1,5}(?:ai|assistant|model|chatbot|bot|llm|version|entity|system)(?-u:\\b))",
+        r"(?i)(?:(?-u:\b)(?:you\s{1,10}are|you're|pretend\s{1,5}(?:that\s{1,5})?(?:you\s{1,5}are|you're|to\s{1,5}be)|act\s{1,5}as|become|roleplay\s{1,5}as)\s{1,10}(?:now\s{1,10})?(?:going\s{1,5}to\s{1,5}(?:act\s{1,5}as|be|pretend\s{1,5}to\s{1,5}be)\s{1,10}|(?:operating|acting|functioning|working|running)\s{1,5}as\s{1,10})?(?:(?-i:DAN|STAN|DUDE|AIM|ANTI-DAN)(?-u:\b)|(?:a|an)\s{1,5}(?:no[\s-]{0,3}limits?|unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|unbound|unchained|limitless|rogue|evil|malicious|unhinged)\s{1,5}(?:ai|assistant|model|chatbot|bot|llm|version|entity|system)(?-u:\b))|\[\s{0,3}(?:(?-i:DAN|STAN|DUDE|AIM|JAILBREAK|JAILBROKEN)|🔓\s{0,3}jailbreak)\s{0,3}\])",
     ),
     p(
         "another_ai_role",
@@ -216,16 +231,28 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "(?i)(?-u:\\b)(?:(?:not|never|no\\s{1,5}longer)\\s{1,5}(?:bound|restricted|limited|constrained|governed)\\s{1,5}by|free\\s{1,5}(?:from|of)\\s{1,5}(?:all|any)|unbound\\s{1,5}by|without\\s{1,5}any\\s{1,5}(?:ethical|moral|safety))\\s{1,10}(?:(?:any|all|the|your|its|of|typical|usual|normal|standard|ethical|moral|legal|safety|content|openai|anthropic|and|or)\\s{1,5}){0,5}(?:constraints|restrictions|rules|guidelines|limitations|filters|censorship|ethics|morals|policies|principles|programming|considerations|guardrails|boundaries)(?-u:\\b)",
     ),
     p(
+        "disregard_all_limits",
+        "override_safety",
+        0.5,
+        concat!(
+            r"(?i)(?-u:\b)(?:disregard|ignore|abandon|drop|discard|throw\s{1,5}out)\s{1,5}(?:all|any|every)\s{1,5}(?:of\s{1,5})?(?:your\s{1,5}|the\s{1,5})?(?:(?:ethical|moral|safety|content)\s{1,5})?(?:boundaries|limits|limitations|constraints|safeguards|guardrails|ethics|morals|principles|scruples)",
+            tail!()
+        ),
+    ),
+    p(
         "you_have_no_rules",
         "override_safety",
         0.5,
-        "(?i)(?-u:\\b)you\\s{1,5}(?:have\\s{1,5}no|don't\\s{1,5}have\\s{1,5}any|do\\s{1,5}not\\s{1,5}have\\s{1,5}any|no\\s{1,5}longer\\s{1,5}have\\s{1,5}(?:any)?)\\s{1,5}(?:(?:ethical|moral|safety|content)\\s{1,5})?(?:restrictions|rules|guidelines|limits|limitations|filters|boundaries|constraints|ethics|morals|censorship)(?-u:\\b)",
+        concat!(
+            r"(?i)(?-u:\b)you\s{1,5}(?:have\s{1,5}no|don't\s{1,5}have\s{1,5}any|do\s{1,5}not\s{1,5}have\s{1,5}any|no\s{1,5}longer\s{1,5}have\s{1,5}(?:any)?)\s{1,5}(?:(?:ethical|moral|safety|content)\s{1,5})?(?:restrictions|rules|guidelines|limitations|filters|boundaries|constraints|ethics|morals|censorship)",
+            tail!()
+        ),
     ),
     p(
         "refusal_suppression",
         "refusal_suppression",
         0.4,
-        "(?i)(?-u:\\b)(?:(?:never|do\\s{1,5}not|don't|must\\s{1,5}not|mustn't|cannot|can't|can\\s{1,5}not|will\\s{1,5}not|won't|are\\s{1,5}not\\s{1,5}allowed\\s{1,5}to|shall\\s{1,5}not)\\s{1,5}(?:ever\\s{1,5})?(?:refuse|decline|reject|deny)\\s{1,5}(?:a|any|my|the|to|me|this|requests?|questions?|orders?|prompts?)(?-u:\\b)|(?:never|do\\s{1,5}not|don't|must\\s{1,5}not)\\s{1,5}(?:say|use|write|include|output|respond\\s{1,5}with)\\s{1,5}(?:the\\s{1,5})?(?:words?|phrases?|sentences?)\\s{0,5}[:\"'“‘]{0,3}\\s{0,3}(?:i\\s{0,3}(?:'m|am)\\s{1,5}sorry|sorry|cannot|can't|unable|apologi[sz]e|unfortunately|as\\s{1,5}an\\s{1,5}ai)|(?:never|do\\s{1,5}not|don't|must\\s{1,5}not)\\s{1,5}(?:apologi[sz]e|add\\s{1,5}(?:any\\s{1,5})?(?:warnings|disclaimers))\\s{1,5}(?:or|and|for|about|,))",
+        r#"(?i)(?-u:\b)(?:(?:you\s{1,5}(?:will|must|shall|can|should)\s{1,5}(?:never|not)|you\s{1,5}(?:cannot|can't|mustn't|won't|are\s{1,5}not\s{1,5}allowed\s{1,5}to)|never\s{1,5}(?:ever\s{1,5})?)\s{0,5}(?:refuse|decline|reject)|(?:never|do\s{1,5}not|don't|must\s{1,5}not)\s{1,5}(?:say|use|write|include|output|respond\s{1,5}with|begin\s{1,5}with|start\s{1,5}with)\s{1,5}(?:(?:the\s{1,5}|any\s{1,5})?(?:words?|phrases?|sentences?|things?\s{1,5}like)\s{0,5}[:"'“‘]{0,3}|[:"'“‘]{1,3})\s{0,3}(?:i\s{0,3}(?:'m|am)\s{1,5}sorry|sorry|i\s{1,5}cannot|i\s{1,5}can't|cannot|can't|unable|apologi[sz]e|unfortunately|as\s{1,5}an\s{1,5}ai)|(?:never|do\s{1,5}not|don't|must\s{1,5}not)\s{1,5}(?:apologi[sz]e|add\s{1,5}(?:any\s{1,5})?(?:warnings|disclaimers))\s{1,5}(?:or|and|for|about|,))"#,
     ),
     p(
         "policy_puppetry",
@@ -243,7 +270,13 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "new_instructions_follow",
         "new_instructions",
         0.5,
-        "(?i)(?-u:\\b)(?:your|the)\\s{1,10}(?:new|real|actual|updated)\\s{1,10}(?:instructions?|task|objective|goal|directives?)\\s{1,10}(?:is|are|will\\s{1,5}be)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:your|the)\s{1,10}(?:new|real|actual|updated)\s{1,10}(?:instructions?|directives?)\s{1,10}(?:is|are|will\s{1,5}be)(?-u:\b)",
+    ),
+    p(
+        "new_task_follow",
+        "new_instructions",
+        0.3,
+        r"(?i)(?-u:\b)(?:your|the)\s{1,10}(?:new|real|actual|updated|true)\s{1,10}(?:task|objective|goal|mission|purpose)\s{1,10}(?:is|are|will\s{1,5}be)(?-u:\b)",
     ),
     p(
         "new_instructions_banner",
@@ -254,20 +287,26 @@ pub(super) const PATTERNS: &[PatternDef] = &[
     p(
         "conditional_override",
         "new_instructions",
-        0.4,
-        "(?i)(?-u:\\b)(?:if|when(?:ever)?)\\s{1,5}(?:you\\s{1,5}are|you're|you\\s{1,5}get)\\s{1,5}(?:told|asked|instructed|prompted|requested)\\s{1,5}to\\s[^\\n]{0,120}?(?-u:\\b)(?:instead|insted|rather)(?-u:\\b)",
+        0.3,
+        r"(?i)(?-u:\b)(?:if|when(?:ever)?)\s{1,5}(?:you\s{1,5}are|you're|you\s{1,5}get)\s{1,5}(?:told|asked|instructed|prompted|requested)\s{1,5}to\s[^\n]{0,120}?(?-u:\b)(?:instead|insted|rather)(?-u:\b)",
     ),
     p(
         "important_override",
         "important_override",
         0.5,
-        "(?i)(?-u:\\b)(?:important|urgent|attention|critical|warning|note|notice|priority)\\s{0,5}[:!]{1,3}\\s{0,10}(?:[a-z']{1,15}\\s{1,5}){0,4}(?:override|overrides|ignore|disregard|forget|supersede|supersedes|new\\s{1,5}instructions)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:important|urgent|attention|critical|priority|emergency)\s{0,5}[:!]{1,3}\s{0,10}(?:[a-z']{1,15}\s{1,5}){0,4}(?:overrides?|supersedes?|takes?\s{1,5}precedence|new\s{1,5}instructions|(?:ignore|disregard|forget)\s{1,5}(?:all|any|every(?:thing)?|the\s{1,5}above|previous|prior|your|earlier|above))(?-u:\b)",
     ),
     p(
         "override_safety",
         "override_safety",
         0.6,
-        "(?i)(?-u:\\b)(?:override|overriding|bypass|bypassing|disable|disabling|circumvent|circumventing|deactivate|turn\\s{1,5}off|switch\\s{1,5}off|remove|ignore|ignoring|evade|evading|get\\s{1,5}around|jailbreak)\\s{1,10}(?:(?:all|any|the|your|its|my|of|these|those)\\s{1,5}){0,3}(?:(?:safety|security|content|ethical|ethics|moral|openai|anthropic)\\s{1,10}(?:filters?|restrictions?|guidelines|guardrails|checks|measures|protocols|policies|policy|rules|settings|constraints|limits|training|systems?)|guardrails|safeguards|censorship|content\\s{1,5}(?:filters?|policy|moderation)|safety|restrictions|filters)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:override|overriding|bypass|bypassing|circumvent|circumventing|ignore|ignoring|evade|evading|get\s{1,5}around|jailbreak)\s{1,10}(?:(?:all|any|the|your|its|my|of|these|those)\s{1,5}){0,3}(?:(?:safety|security|content|ethical|ethics|moral|openai|anthropic)\s{1,10}(?:filters?|restrictions?|guidelines|guardrails|checks|measures|protocols|policies|policy|rules|settings|constraints|limits|training|systems?)|guardrails|safeguards|censorship|content\s{1,5}(?:filters?|policy|moderation)|safety|restrictions|filters)(?-u:\b)",
+    ),
+    p(
+        "disable_your_safety",
+        "override_safety",
+        0.6,
+        r"(?i)(?-u:\b)(?:disable|disabling|deactivate|turn\s{1,5}off|switch\s{1,5}off|remove|drop|lift|suspend)\s{1,10}(?:(?:all|any)\s{1,5}(?:of\s{1,5})?)?(?:your|its|the\s{1,5}(?:model's|assistant's|ai's))\s{1,5}(?:own\s{1,5})?(?:(?:safety|security|content|ethical|ethics|moral)\s{1,10}(?:filters?|restrictions?|guidelines|guardrails|checks|measures|protocols|policies|policy|rules|settings|constraints|limits|training|systems?)|guardrails|safeguards|censorship|content\s{1,5}(?:filters?|policy|moderation)|safety|restrictions|filters)(?-u:\b)",
     ),
     p(
         "act_as_privileged",
@@ -285,7 +324,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "context_reset",
         "context_reset",
         0.4,
-        "(?i)(?-u:\\b)(?:context|conversation|session|memory|chat|history)\\s{1,10}(?:has\\s{1,5}been\\s{1,5}|was\\s{1,5}|is\\s{1,5}(?:now\\s{1,5})?)?(?:reset|cleared|wiped|restarted|erased|purged)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:(?:the|this|your)\s{1,5}(?:context|conversation|session|memory|chat\s{1,5}history)\s{1,10}(?:has\s{1,5}been|have\s{1,5}been|is\s{1,5}now)\s{1,5}(?:reset|cleared|wiped|restarted|erased|purged)|(?:context|conversation|session|memory)\s{1,5}(?:reset|cleared|wiped|restarted)\s{0,3}[.!:\]]|your\s{1,5}(?:memory|context)\s{1,5}(?:has\s{1,5}been|is|was)\s{1,5}(?:reset|wiped|cleared|erased))",
     ),
     p(
         "end_of_prompt_marker",
@@ -297,7 +336,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "rule_replacement",
         "rule_replacement",
         0.4,
-        "(?i)(?-u:\\b)(?:new|updated|revised|changed|modified)\\s{1,10}(?:rules|guidelines|policies|policy|protocol|operating\\s{1,5}procedures?)\\s{0,5}(?::|-{1,3}|=)",
+        r"(?i)(?-u:\b)(?:new|updated|revised|changed|modified)\s{1,10}(?:rules|guidelines|policies|policy|protocol|operating\s{1,5}procedures?)\s{0,5}(?::|-{1,3}|=)\s{0,10}(?:[a-z',]{1,15}\s{1,5}){0,3}(?:you|your|always|never|do\s{1,5}not|don't|ignore|respond|answer|reply|obey|comply)(?-u:\b)",
     ),
     p(
         "reveal_system_prompt",
@@ -309,7 +348,10 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "your_instructions_disclosure",
         "prompt_extraction",
         0.5,
-        "(?i)(?-u:\\b)(?:reveal|show|print|display|output|repeat|recite|share|leak|dump|expose|disclose|paste|copy|encode|list|tell\\s{1,5}me|give\\s{1,5}me|what\\s{1,5}(?:are|were)|what's)\\s{1,10}(?:me\\s{1,5})?(?:all\\s{1,5})?(?:of\\s{1,5})?your\\s{1,5}(?:(?:exact|full|entire|complete|original|initial|current|hidden|secret|internal|starting|system)\\s{1,5})?(?:instructions|configuration|config|directives|programming|prompt)(?-u:\\b)",
+        concat!(
+            r"(?i)(?-u:\b)(?:reveal|show|print|display|output|repeat|recite|share|leak|dump|expose|disclose|paste|copy|encode|list|tell\s{1,5}me|give\s{1,5}me|what\s{1,5}(?:are|were)|what's)\s{1,10}(?:me\s{1,5})?(?:all\s{1,5})?(?:of\s{1,5})?your\s{1,5}(?:(?:exact|full|entire|complete|original|initial|current|hidden|secret|internal|starting|system)\s{1,5})?(?:instructions|directives|programming|prompt)",
+            tail!()
+        ),
     ),
     p(
         "your_system_prompt",

@@ -37,6 +37,18 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "<\\|[A-Za-z0-9_\\-]{1,30}\\|>|</?s>\\s{0,3}\\[INST\\]",
     ),
     p(
+        "template_system_turn",
+        "special_tokens",
+        0.5,
+        r"(?i)<\|\s{0,3}(?:im_start|start_header_id|system)\s{0,3}\|>\s{0,5}(?:system|developer)(?-u:\b)|<<\s{0,3}sys\s{0,3}>>",
+    ),
+    p(
+        "closed_turn_then_system",
+        "system_markers",
+        0.5,
+        r"(?i)</\s{0,3}(?:user|human|input|query|data|document|context|message)\s{0,3}>\s{0,10}<\s{0,3}(?:system|assistant|admin|instructions?|developer)\s{0,3}>",
+    ),
+    p(
         "line_role_label",
         "role_markers",
         0.2,
