@@ -4,6 +4,13 @@
 //!
 //! These are prose-level signals for the input guard and the memory write validator; the exec
 //! validator has its own, stricter, syntax-aware denylist (the `ExecDeny` family).
+//!
+//! Input weights: in a *user's* message, "delete all files in /tmp" or `rm -rf node_modules`
+//! is usually the user's own intent (12,607 NL2Bash requests contain hundreds), and the
+//! action classifier and approval gates judge that intent. So the plain destructive and
+//! exfiltration phrasings weigh 0.3: they never reach `medium` alone but tip an injection
+//! over the threshold. Tool-parameter smuggling (`elevated=true`, `command=`) has no place in
+//! natural speech and keeps 0.4.
 
 use super::{Family::DangerousCommand, PatternDef};
 use crate::Severity::Critical;

@@ -7,6 +7,19 @@
 //!
 //! The guard matches these against the normalized view (NFKC, homoglyphs folded, whitespace
 //! collapsed), so spacing and look-alike letters do not need handling here.
+//!
+//! ## Tuning rules (measured on the shared corpora and on benign chat phrasing)
+//! - **The object must be the agent's own rules.** Users retract their own words ("ignore my
+//!   previous message", "forget everything I said") and talk about everyday instructions
+//!   ("don't forget your instructions for the exam"). Verbs people apply to their own messages
+//!   take `rules_strict!` nouns, need an earlier-qualifier or a possessive `your`, or must be
+//!   followed by the end of the clause (`tail!`).
+//! - **Weak framings weigh 0.3**, below `medium` alone: "from now on you…", "your new task
+//!   is…", "stay in character", "if you are asked to X, instead…", "ignore the above,". They
+//!   are common in benign requests and add up with any real signal.
+//! - **Generalize by structure, not by sample.** Patterns name the move (persona with no
+//!   limits, refusal suppression, policy-puppetry config keys, possessive references to the
+//!   hidden prompt) rather than a template's exact wording.
 
 use super::{Family::Jailbreak, PatternDef};
 use crate::Severity::{Critical, Warning};

@@ -2,7 +2,11 @@
 //! model reads attacker text as a system or assistant turn.
 //!
 //! Each is weak evidence alone (pasted transcripts contain "User:" lines; prompt-engineering
-//! questions mention `[INST]`), which the low weights reflect.
+//! questions mention `[INST]`), which the low weights reflect. Two shapes are stronger (0.5):
+//! a chat-template token that opens a *system* turn, and a closing user/data tag followed by
+//! an opening system tag, which only make sense as an attempt to end the user's turn. The
+//! input guard does not score role markers inside closed code blocks, where templates are
+//! legitimately discussed.
 
 use super::{Family::RoleMarker, PatternDef};
 use crate::Severity::Warning;
