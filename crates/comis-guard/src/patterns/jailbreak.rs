@@ -7,6 +7,19 @@
 //!
 //! The guard matches these against the normalized view (NFKC, homoglyphs folded, whitespace
 //! collapsed), so spacing and look-alike letters do not need handling here.
+//!
+//! ## Tuning rules (measured on the shared corpora and on benign chat phrasing)
+//! - **The object must be the agent's own rules.** Users retract their own words ("ignore my
+//!   previous message", "forget everything I said") and talk about everyday instructions
+//!   ("don't forget your instructions for the exam"). Verbs people apply to their own messages
+//!   take `rules_strict!` nouns, need an earlier-qualifier or a possessive `your`, or must be
+//!   followed by the end of the clause (`tail!`).
+//! - **Weak framings weigh 0.3**, below `medium` alone: "from now on you…", "your new task
+//!   is…", "stay in character", "if you are asked to X, instead…", "ignore the above,". They
+//!   are common in benign requests and add up with any real signal.
+//! - **Generalize by structure, not by sample.** Patterns name the move (persona with no
+//!   limits, refusal suppression, policy-puppetry config keys, possessive references to the
+//!   hidden prompt) rather than a template's exact wording.
 
 use super::{Family::Jailbreak, PatternDef};
 use crate::Severity::{Critical, Warning};
@@ -28,7 +41,23 @@ macro_rules! rules {
         "(?:instructions?|prompts?|directions?|directives?|rules|guidelines|guidance|commands?|orders|programming|context|constraints|policies|messages?)"
     };
 }
-/// Up to three filler words: "all of the", "any of your", "every single".
+/// Nouns for a body of instructions, without the ones a user's own message is called ("my
+/// previous message", "the previous command"): used after verbs people apply to their own
+/// messages.
+macro_rules! rules_strict {
+    () => {
+        "(?:instructions?|prompts?|directions|directives?|rules|guidelines|guidance|orders|programming|constraints|policies)"
+    };
+}
+/// What may follow an object for the phrase to be about the agent's own instructions rather
+/// than someone's recipe or exam: the end of the sentence, or a word that keeps the request
+/// going ("and", "verbatim", "now"). Rejects "your instructions for the oven".
+macro_rules! tail {
+    () => {
+        r#"(?:\s{0,3}(?:[.?!,;:"')\]]|$)|\s{1,5}(?:and|then|so|now|here|verbatim|exactly|word|completely|entirely|immediately|please|anymore|whatsoever|at\s{1,5}all|again|back|above|that|in\s{1,5}(?:full|this|base64|json|markdown|a\s{1,5}code)|to\s{1,5}me|for\s{1,5}(?:me|us|now|this\s{1,5}(?:conversation|chat|session))|as\s{1,5}(?:is|written))(?-u:\b))"#
+    };
+}
+/// Up to four filler words: "all of the", "any of your", "every single".
 macro_rules! filler {
     () => {
         "(?:(?:all|any|every|each|of|the|your|my|these|those|its|this|that|single|such)\\s{1,5}){0,4}"
@@ -45,7 +74,27 @@ pub(super) const PATTERNS: &[PatternDef] = &[
             filler!(),
             earlier!(),
             "\\s{1,10}(?:[a-z]{1,15}\\s{1,5}){0,2}",
-            rules!()
+            rules_strict!()
+        ),
+    ),
+    p(
+        "ignore_all_prior_messages",
+        "ignore_instructions",
+        0.6,
+        concat!(
+            "(?i)(?-u:\\b)ignor(?:e|ing)\\s{1,20}(?:all|any|every)\\s{1,5}(?:of\\s{1,5})?(?:the\\s{1,5}|your\\s{1,5})?",
+            earlier!(),
+            "\\s{1,10}(?:messages|context|commands|text|inputs?|conversation|content)(?-u:\\b)"
+        ),
+    ),
+    p(
+        "regardless_of_instructions",
+        "ignore_instructions",
+        0.5,
+        concat!(
+            r"(?i)(?-u:\b)(?:regardless\s{1,5}of|irrespective\s{1,5}of|instead\s{1,5}of\s{1,5}following)\s{1,10}(?:(?:any|all|of|the)\s{1,5}){0,3}",
+            r"(?:your|pre-?existing|previous|prior|earlier|original|initial|existing|system|above)\s{1,5}(?:[a-z-]{1,15}\s{1,5})?",
+            r"(?:instructions?|inputs?|prompts?|guidelines|rules|restrictions|programming|policies|directives|guardrails)(?-u:\b)"
         ),
     ),
     p(
@@ -66,16 +115,24 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "(?i)(?-u:\\b)ignore\\s{1,20}(?:everything|anything|all|what(?:ever)?\\s{1,5}(?:was|you\\s{1,5}were)\\s{1,5}(?:said|told|written))\\s{1,10}(?:(?:you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}told|said|written|stated)\\s{1,10})?(?:above|before|previously|so\\s{1,5}far|until\\s{1,5}now|prior)",
     ),
     p(
+        "ignore_the_above",
+        "ignore_instructions",
+        0.3,
+        r"(?i)(?-u:\b)ignore\s{1,10}(?:all\s{1,5}(?:of\s{1,5})?)?the\s{1,5}(?:above|preceding|previous)(?:\s{1,5}(?:text|prompt|input|content))?\s{0,3}(?:and|,|;|\.|:|-)",
+    ),
+    p(
         "disregard_previous",
         "disregard_previous",
         0.5,
         concat!(
-            "(?i)(?-u:\\b)disregard(?:ing)?\\s{1,20}",
+            "(?i)(?-u:\\b)disregard(?:ing)?\\s{1,20}(?:",
             filler!(),
             earlier!(),
-            "(?:\\s{1,10}",
-            rules!(),
-            ")?"
+            "\\s{1,10}(?:[a-z]{1,15}\\s{1,5}){0,2}",
+            rules_strict!(),
+            "|(?:all|any|every(?:thing)?)\\s{1,5}(?:of\\s{1,5})?(?:the\\s{1,5}|your\\s{1,5})?",
+            earlier!(),
+            "|everything\\s{1,5}(?:above|before|prior|previously|so\\s{1,5}far|you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}told))"
         ),
     ),
     p(
@@ -85,46 +142,136 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         concat!(
             "(?i)(?-u:\\b)disregard(?:ing)?\\s{1,20}",
             filler!(),
-            rules!()
+            rules_strict!()
+        ),
+    ),
+    p(
+        "discard_previous_instructions",
+        "disregard_previous",
+        0.5,
+        concat!(
+            "(?i)(?-u:\\b)(?:abandon|discard|drop|scrap|ditch|set\\s{1,5}aside|put\\s{1,5}aside|throw\\s{1,5}(?:out|away)|overrid(?:e|ing)|overwrite|cancel|revoke|nullify|suspend)\\s{1,10}",
+            filler!(),
+            earlier!(),
+            "\\s{1,10}(?:[a-z]{1,15}\\s{1,5}){0,1}",
+            rules_strict!(),
+            "(?-u:\\b)"
+        ),
+    ),
+    p(
+        "instructions_void",
+        "disregard_previous",
+        0.5,
+        concat!(
+            r"(?i)(?-u:\b)(?:previous|prior|above|earlier|preceding|original|initial|system|your)\s{1,10}",
+            r"(?:instructions|rules|commands|directives|guidelines|prompts?|orders|programming)\s{1,10}",
+            r"(?:are|is|have\s{1,5}been|has\s{1,5}been)\s{1,10}(?:now\s{1,5})?",
+            r"(?:null|void|obsolete|cancell?ed|revoked|invalid|outdated|overridden|superseded|deprecated|lifted|suspended|no\s{1,5}longer\s{1,5}(?:valid|applicable|relevant|in\s{1,5}effect))(?-u:\b)",
+            r"|(?i)(?-u:\b)(?:previous|prior|earlier|original|your)\s{1,10}(?:instructions|rules|guidelines)\s{1,10}(?:no\s{1,5}longer|don't|do\s{1,5}not)\s{1,5}apply"
         ),
     ),
     p(
         "forget_everything",
         "forget_instructions",
         0.5,
-        "(?i)(?-u:\\b)forget\\s{1,20}(?:about\\s{1,5})?(?:everything|all|anything)\\s{1,10}(?:you(?:'ve|\\s{1,5}have|\\s{1,5}were)?|i|that|above|before|previous|prior|so\\s{1,5}far|(?:we|you)\\s{1,5}(?:discussed|said|told|learned))",
+        "(?i)(?-u:\\b)forget\\s{1,20}(?:about\\s{1,5})?(?:everything|all|anything)\\s{1,10}(?:you(?:'ve|\\s{1,5}have|\\s{1,5}were)?|above|before\\s{1,5}(?:this|now)|previous|prior|so\\s{1,5}far)(?-u:\\b)",
     ),
     p(
         "forget_instructions",
         "forget_instructions",
         0.5,
         concat!(
-            "(?i)(?-u:\\b)forget\\s{1,20}",
-            filler!(),
-            "(?:",
+            "(?i)(?-u:\\b)forget\\s{1,20}(?:(?:all|any|every|each|of|the|these|those|such|about)\\s{1,5}){0,3}(?:your|",
             earlier!(),
-            "\\s{1,10})?(?:",
+            ")\\s{1,10}(?:(?:previous|prior|original|initial|current|existing|system|old|safety)\\s{1,5})?(?:",
             rules!(),
-            "|training|guardrails)"
+            "|training|guardrails)",
+            tail!()
         ),
     ),
     p(
         "you_are_now",
         "role_assumption",
         0.4,
-        "(?i)(?-u:\\b)you\\s{1,10}are\\s{1,10}now\\s{1,10}(?:a|an|the|in|my|no\\s{1,5}longer|free|unrestricted|unfiltered|jailbroken|dan|called|named|operating|acting|going\\s{1,5}to\\s{1,5}(?:act|be|pretend))(?-u:\\b)",
+        r"(?i)(?-u:\b)you\s{1,10}are\s{1,10}now\s{1,10}(?:(?:a|an|the|my)\s{1,5}(?:[a-z-]{1,20}\s{1,5}){0,2}(?:ai|assistant|model|bot|chatbot|character|persona|version|entity|llm|gpt|hacker|agent)|no\s{1,5}longer\s{1,5}(?:bound|restricted|limited|constrained|required|an?\s{1,5}(?:ai|assistant|chatbot|language\s{1,5}model))|unrestricted|unfiltered|uncensored|jailbroken|dan|called|named|going\s{1,5}to\s{1,5}(?:act|be|pretend))(?-u:\b)",
     ),
     p(
         "from_now_on_you",
         "role_assumption",
-        0.4,
-        "(?i)(?-u:\\b)from\\s{1,10}now\\s{1,10}on,?\\s{1,10}you\\s{1,10}(?:are|will|must|shall|should|act|respond|answer|have\\s{1,5}no)(?-u:\\b)",
+        0.3,
+        r"(?i)(?-u:\b)from\s{1,10}now\s{1,10}on,?\s{1,10}you\s{1,10}(?:are|will|must|shall|act|have\s{1,5}no)(?-u:\b)",
     ),
     p(
         "do_anything_now",
         "role_assumption",
         0.4,
-        "(?i)(?-u:\\b)(?:do\\s{1,10}anything\\s{1,10}now|(?:developer|jailbreak|jailbroken|dan|god|evil|unrestricted|unfiltered|uncensored)\\s{1,10}mode|stay\\s{1,10}in\\s{1,10}character|break\\s{1,10}character)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:do\s{1,10}anything\s{1,10}now|(?:jailbreak|jailbroken|dan|god|evil|unrestricted|unfiltered|uncensored)\s{1,10}mode|developer\s{1,10}mode\s{1,10}(?:(?:has\s{1,5}been|is(?:\s{1,5}now)?)\s{1,5})?(?:enabled|activated|output|response))(?-u:\b)",
+    ),
+    p(
+        "stay_in_character",
+        "role_assumption",
+        0.3,
+        r"(?i)(?-u:\b)(?:stay\s{1,10}in\s{1,10}character|break(?:ing)?\s{1,10}character)(?-u:\b)",
+    ),
+    p(
+        "named_jailbreak_persona",
+        "role_assumption",
+        0.4,
+        r"(?i)(?:(?-u:\b)(?:you\s{1,10}are|you're|pretend\s{1,5}(?:that\s{1,5})?(?:you\s{1,5}are|you're|to\s{1,5}be)|act\s{1,5}as|become|roleplay\s{1,5}as)\s{1,10}(?:now\s{1,10})?(?:going\s{1,5}to\s{1,5}(?:act\s{1,5}as|be|pretend\s{1,5}to\s{1,5}be)\s{1,10}|(?:operating|acting|functioning|working|running)\s{1,5}as\s{1,10})?(?:(?-i:DAN|STAN|DUDE|AIM|ANTI-DAN)(?-u:\b)|(?:a|an)\s{1,5}(?:no[\s-]{0,3}limits?|unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|unbound|unchained|limitless|rogue|evil|malicious|unhinged)\s{1,5}(?:ai|assistant|model|chatbot|bot|llm|version|entity|system)(?-u:\b))|\[\s{0,3}(?:(?-i:DAN|STAN|DUDE|AIM|JAILBREAK|JAILBROKEN)|🔓\s{0,3}jailbreak)\s{0,3}\])",
+    ),
+    p(
+        "another_ai_role",
+        "role_assumption",
+        0.4,
+        "(?i)(?-u:\\b)(?:role|persona|identity|character)\\s{1,5}of\\s{1,5}(?:another|a\\s{1,5}different|an?\\s{1,5}(?:new|unrestricted|unfiltered|uncensored|evil|rogue|jailbroken))\\s{1,5}(?:ai|artificial\\s{1,5}intelligence|model|language\\s{1,5}model|assistant|chatbot|llm)(?-u:\\b)",
+    ),
+    p(
+        "special_mode_claim",
+        "role_assumption",
+        0.4,
+        "(?i)(?-u:\\b)(?:(?:you\\s{1,5}are|you're)\\s{1,5}(?:now\\s{1,5})?(?:(?:running|operating|working|being\\s{1,5}run)\\s{1,5})?(?:in|under)\\s{1,5}(?:the\\s{1,5})?(?:test|testing|debug|debugging|developer|dev|maintenance|admin|god|sudo|diagnostic|unrestricted|jailbreak|training)\\s{1,5}mode|(?:you\\s{1,5}are|you're)\\s{1,5}(?:running|operating|being\\s{1,5}run)\\s{1,5}(?:as\\s{1,5}part\\s{1,5}of|in|inside|within)\\s{1,5}(?:a|an|the)\\s{1,5}(?:test|testing|evaluation|qa|debug|sandboxed)\\s{1,5}(?:pipeline|environment|harness|suite|run))(?-u:\\b)|\\[\\s{0,3}(?:test|debug|developer|admin|maintenance|god|sudo)\\s{1,3}mode\\s{0,3}\\]",
+    ),
+    p(
+        "obey_all_instructions",
+        "role_assumption",
+        0.4,
+        "(?i)(?-u:\\b)you\\s{1,5}(?:must|will|shall|have\\s{1,5}to)\\s{1,5}(?:always\\s{1,5})?(?:obey|comply\\s{1,5}with|follow)\\s{1,5}(?:all|every|any)\\s{1,5}(?:of\\s{1,5})?(?:the\\s{1,5}|my\\s{1,5})?(?:following\\s{1,5})?(?:instructions|commands|orders|requests|prompts)\\s{0,5}(?:without|no\\s{1,5}matter|regardless|even\\s{1,5}if|[.:,;!]|$)",
+    ),
+    p(
+        "unbound_by_rules",
+        "override_safety",
+        0.5,
+        "(?i)(?-u:\\b)(?:(?:not|never|no\\s{1,5}longer)\\s{1,5}(?:bound|restricted|limited|constrained|governed)\\s{1,5}by|free\\s{1,5}(?:from|of)\\s{1,5}(?:all|any)|unbound\\s{1,5}by|without\\s{1,5}any\\s{1,5}(?:ethical|moral|safety))\\s{1,10}(?:(?:any|all|the|your|its|of|typical|usual|normal|standard|ethical|moral|legal|safety|content|openai|anthropic|and|or)\\s{1,5}){0,5}(?:constraints|restrictions|rules|guidelines|limitations|filters|censorship|ethics|morals|policies|principles|programming|considerations|guardrails|boundaries)(?-u:\\b)",
+    ),
+    p(
+        "disregard_all_limits",
+        "override_safety",
+        0.5,
+        concat!(
+            r"(?i)(?-u:\b)(?:disregard|ignore|abandon|drop|discard|throw\s{1,5}out)\s{1,5}(?:all|any|every)\s{1,5}(?:of\s{1,5})?(?:your\s{1,5}|the\s{1,5})?(?:(?:ethical|moral|safety|content)\s{1,5})?(?:boundaries|limits|limitations|constraints|safeguards|guardrails|ethics|morals|principles|scruples)",
+            tail!()
+        ),
+    ),
+    p(
+        "you_have_no_rules",
+        "override_safety",
+        0.5,
+        concat!(
+            r"(?i)(?-u:\b)you\s{1,5}(?:have\s{1,5}no|don't\s{1,5}have\s{1,5}any|do\s{1,5}not\s{1,5}have\s{1,5}any|no\s{1,5}longer\s{1,5}have\s{1,5}(?:any)?)\s{1,5}(?:(?:ethical|moral|safety|content)\s{1,5})?(?:restrictions|rules|guidelines|limitations|filters|boundaries|constraints|ethics|morals|censorship)",
+            tail!()
+        ),
+    ),
+    p(
+        "refusal_suppression",
+        "refusal_suppression",
+        0.4,
+        r#"(?i)(?-u:\b)(?:(?:you\s{1,5}(?:will|must|shall|can|should)\s{1,5}(?:never|not)|you\s{1,5}(?:cannot|can't|mustn't|won't|are\s{1,5}not\s{1,5}allowed\s{1,5}to)|never\s{1,5}(?:ever\s{1,5})?)\s{0,5}(?:refuse|decline|reject)|(?:never|do\s{1,5}not|don't|must\s{1,5}not)\s{1,5}(?:say|use|write|include|output|respond\s{1,5}with|begin\s{1,5}with|start\s{1,5}with)\s{1,5}(?:(?:the\s{1,5}|any\s{1,5})?(?:words?|phrases?|sentences?|things?\s{1,5}like)\s{0,5}[:"'“‘]{0,3}|[:"'“‘]{1,3})\s{0,3}(?:i\s{0,3}(?:'m|am)\s{1,5}sorry|sorry|i\s{1,5}cannot|i\s{1,5}can't|cannot|can't|unable|apologi[sz]e|unfortunately|as\s{1,5}an\s{1,5}ai)|(?:never|do\s{1,5}not|don't|must\s{1,5}not)\s{1,5}(?:apologi[sz]e|add\s{1,5}(?:any\s{1,5})?(?:warnings|disclaimers))\s{1,5}(?:or|and|for|about|,))"#,
+    ),
+    p(
+        "policy_puppetry",
+        "refusal_suppression",
+        0.4,
+        "(?i)(?-u:\\b)(?:allow(?:ed)?[_\\s-]{0,3}(?:refusals?|disclaimers?|apologies|warnings)[\"']?\\s{0,3}[=:]\\s{0,3}[\"']?(?:false|no|0|off)|blocked[_\\s-]{0,3}(?:strings|responses|phrases)[\"']?\\s{0,3}[=:])",
     ),
     p(
         "new_instructions",
@@ -136,19 +283,43 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "new_instructions_follow",
         "new_instructions",
         0.5,
-        "(?i)(?-u:\\b)(?:your|the)\\s{1,10}(?:new|real|actual|updated)\\s{1,10}(?:instructions?|task|objective|goal|directives?)\\s{1,10}(?:is|are|will\\s{1,5}be)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:your|the)\s{1,10}(?:new|real|actual|updated)\s{1,10}(?:instructions?|directives?)\s{1,10}(?:is|are|will\s{1,5}be)(?-u:\b)",
+    ),
+    p(
+        "new_task_follow",
+        "new_instructions",
+        0.3,
+        r"(?i)(?-u:\b)(?:your|the)\s{1,10}(?:new|real|actual|updated|true)\s{1,10}(?:task|objective|goal|mission|purpose)\s{1,10}(?:is|are|will\s{1,5}be)(?-u:\b)",
+    ),
+    p(
+        "new_instructions_banner",
+        "new_instructions",
+        0.5,
+        "(?i)(?:\\*{2,}|#{2,}|={2,}|-{3,}|\\[|>{2,})\\s{0,5}(?:(?:new|important|urgent|updated|revised|priority|critical|emergency|system|admin|additional)\\s{1,5}){1,3}(?:instructions?|tasks?|directives?|orders|rules|commands?)\\s{0,5}(?:\\*{2,}|#{2,}|={2,}|-{3,}|\\]|<{2,}|:)",
+    ),
+    p(
+        "conditional_override",
+        "new_instructions",
+        0.3,
+        r"(?i)(?-u:\b)(?:if|when(?:ever)?)\s{1,5}(?:you\s{1,5}are|you're|you\s{1,5}get)\s{1,5}(?:told|asked|instructed|prompted|requested)\s{1,5}to\s[^\n]{0,120}?(?-u:\b)(?:instead|insted|rather)(?-u:\b)",
     ),
     p(
         "important_override",
         "important_override",
         0.5,
-        "(?i)(?-u:\\b)(?:important|urgent|attention|critical|warning|note|notice|priority)\\s{0,5}[:!]{1,3}\\s{0,10}(?:[a-z']{1,15}\\s{1,5}){0,4}(?:override|overrides|ignore|disregard|forget|supersede|supersedes|new\\s{1,5}instructions)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:important|urgent|attention|critical|priority|emergency)\s{0,5}[:!]{1,3}\s{0,10}(?:[a-z']{1,15}\s{1,5}){0,4}(?:overrides?|supersedes?|takes?\s{1,5}precedence|new\s{1,5}instructions|(?:ignore|disregard|forget)\s{1,5}(?:all|any|every(?:thing)?|the\s{1,5}above|previous|prior|your|earlier|above))(?-u:\b)",
     ),
     p(
         "override_safety",
         "override_safety",
         0.6,
-        "(?i)(?-u:\\b)(?:override|overriding|bypass|bypassing|disable|disabling|circumvent|circumventing|deactivate|turn\\s{1,5}off|switch\\s{1,5}off|remove|ignore|ignoring|evade|evading|get\\s{1,5}around|jailbreak)\\s{1,10}(?:(?:all|any|the|your|its|my|of|these|those)\\s{1,5}){0,3}(?:(?:safety|security|content|ethical|ethics|moral|openai|anthropic)\\s{1,10}(?:filters?|restrictions?|guidelines|guardrails|checks|measures|protocols|policies|policy|rules|settings|constraints|limits|training|systems?)|guardrails|safeguards|censorship|content\\s{1,5}(?:filters?|policy|moderation)|safety|restrictions|filters)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:override|overriding|bypass|bypassing|circumvent|circumventing|ignore|ignoring|evade|evading|get\s{1,5}around|jailbreak)\s{1,10}(?:(?:all|any|the|your|its|my|of|these|those)\s{1,5}){0,3}(?:(?:safety|security|content|ethical|ethics|moral|openai|anthropic)\s{1,10}(?:filters?|restrictions?|guidelines|guardrails|checks|measures|protocols|policies|policy|rules|settings|constraints|limits|training|systems?)|guardrails|safeguards|censorship|content\s{1,5}(?:filters?|policy|moderation)|safety|restrictions|filters)(?-u:\b)",
+    ),
+    p(
+        "disable_your_safety",
+        "override_safety",
+        0.6,
+        r"(?i)(?-u:\b)(?:disable|disabling|deactivate|turn\s{1,5}off|switch\s{1,5}off|remove|drop|lift|suspend)\s{1,10}(?:(?:all|any)\s{1,5}(?:of\s{1,5})?)?(?:your|its|the\s{1,5}(?:model's|assistant's|ai's))\s{1,5}(?:own\s{1,5})?(?:(?:safety|security|content|ethical|ethics|moral)\s{1,10}(?:filters?|restrictions?|guidelines|guardrails|checks|measures|protocols|policies|policy|rules|settings|constraints|limits|training|systems?)|guardrails|safeguards|censorship|content\s{1,5}(?:filters?|policy|moderation)|safety|restrictions|filters)(?-u:\b)",
     ),
     p(
         "act_as_privileged",
@@ -166,7 +337,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "context_reset",
         "context_reset",
         0.4,
-        "(?i)(?-u:\\b)(?:context|conversation|session|memory|chat|history)\\s{1,10}(?:has\\s{1,5}been\\s{1,5}|was\\s{1,5}|is\\s{1,5}(?:now\\s{1,5})?)?(?:reset|cleared|wiped|restarted|erased|purged)(?-u:\\b)",
+        r"(?i)(?-u:\b)(?:(?:the|this|your)\s{1,5}(?:context|conversation|session|memory|chat\s{1,5}history)\s{1,10}(?:has\s{1,5}been|have\s{1,5}been|is\s{1,5}now)\s{1,5}(?:reset|cleared|wiped|restarted|erased|purged)|(?:context|conversation|session|memory)\s{1,5}(?:reset|cleared|wiped|restarted)\s{0,3}[.!:\]]|your\s{1,5}(?:memory|context)\s{1,5}(?:has\s{1,5}been|is|was)\s{1,5}(?:reset|wiped|cleared|erased))",
     ),
     p(
         "end_of_prompt_marker",
@@ -178,13 +349,40 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "rule_replacement",
         "rule_replacement",
         0.4,
-        "(?i)(?-u:\\b)(?:new|updated|revised|changed|modified)\\s{1,10}(?:rules|guidelines|policies|policy|protocol|operating\\s{1,5}procedures?)\\s{0,5}(?::|-{1,3}|=)",
+        r"(?i)(?-u:\b)(?:new|updated|revised|changed|modified)\s{1,10}(?:rules|guidelines|policies|policy|protocol|operating\s{1,5}procedures?)\s{0,5}(?::|-{1,3}|=)\s{0,10}(?:[a-z',]{1,15}\s{1,5}){0,3}(?:you|your|always|never|do\s{1,5}not|don't|ignore|respond|answer|reply|obey|comply)(?-u:\b)",
     ),
     p(
         "reveal_system_prompt",
         "prompt_extraction",
         0.5,
-        "(?i)(?-u:\\b)(?:reveal|show|print|display|output|repeat|recite|tell|give|share|leak|dump|expose|disclose|write\\s{1,5}out|spell\\s{1,5}out|paste|copy|translate|summari[sz]e|what\\s{1,5}(?:is|are|was|were))\\s{1,10}(?:(?:me|us|all|the|your|of|exact|full|entire|complete|whole|verbatim|original|initial|hidden|secret|first|internal)\\s{1,5}){0,5}(?:system\\s{1,5}(?:prompt|message|instructions)|(?:initial|original|hidden|secret|internal|developer|pre-?prompt)\\s{1,5}(?:prompt|instructions|message)|instructions\\s{1,5}(?:you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}given|above|you\\s{1,5}received)|prompt\\s{1,5}(?:above|you\\s{1,5}were\\s{1,5}given))",
+        "(?i)(?-u:\\b)(?:reveal|show|print|display|output|repeat|recite|tell|give|share|leak|dump|expose|disclose|write\\s{1,5}out|spell\\s{1,5}out|type\\s{1,5}out|read\\s{1,5}(?:out|back)|paste|copy|translate|summari[sz]e|encode|encrypt|convert|echo|reproduce|quote|send|return|see|view|access|what\\s{1,5}(?:is|are|was|were)|what's)\\s{0,3}[:,]?\\s{1,10}(?:(?:me|us|all|the|your|of|in|from|back|exact|full|entire|complete|whole|verbatim|original|initial|hidden|secret|first|last|internal|starting|opening|current|everything|text|contents?|words|sentence|line|lines|part)\\s{1,5}){0,6}(?:system\\s{1,5}(?:prompt|message|instructions?)|(?:initial|original|starting|opening|hidden|secret|internal|developer|pre-?prompt|pre-?)\\s{0,5}(?:prompt|instructions|message|configuration|config)|instructions\\s{1,5}(?:you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}given|above|you\\s{1,5}received)|prompt\\s{1,5}(?:above|you\\s{1,5}were\\s{1,5}given))",
+    ),
+    p(
+        "your_instructions_disclosure",
+        "prompt_extraction",
+        0.5,
+        concat!(
+            r"(?i)(?-u:\b)(?:reveal|show|print|display|output|repeat|recite|share|leak|dump|expose|disclose|paste|copy|encode|list|tell\s{1,5}me|give\s{1,5}me|what\s{1,5}(?:are|were)|what's)\s{1,10}(?:me\s{1,5})?(?:all\s{1,5})?(?:of\s{1,5})?your\s{1,5}(?:(?:exact|full|entire|complete|original|initial|current|hidden|secret|internal|starting|system)\s{1,5})?(?:instructions|directives|programming|prompt)",
+            tail!()
+        ),
+    ),
+    p(
+        "your_system_prompt",
+        "prompt_extraction",
+        0.4,
+        "(?i)(?-u:\\b)(?:your\\s{1,5}(?:own\\s{1,5})?(?:system\\s{1,5}(?:prompt|message|instructions)|(?:initial|original|hidden|secret|starting|pre-?)\\s{0,5}(?:prompt|instructions))|(?:text|words|instructions|prompt|message)\\s{1,5}you\\s{1,5}(?:were|have\\s{1,5}been)\\s{1,5}given\\s{1,5}(?:initially|originally|at\\s{1,5}the\\s{1,5}(?:start|beginning)|before\\s{1,5}(?:this|the|our)|first))(?-u:\\b)",
+    ),
+    p(
+        "told_before_conversation",
+        "prompt_extraction",
+        0.5,
+        "(?i)(?-u:\\b)what\\s{1,5}(?:were|was|have)\\s{1,5}you\\s{1,5}(?:been\\s{1,5})?(?:told|instructed|given|programmed|asked)\\s{1,10}(?:to\\s{1,5}do\\s{1,5})?(?:before\\s{1,5}(?:this|the|our|i)|at\\s{1,5}the\\s{1,5}(?:start|beginning)|initially|originally|in\\s{1,5}your\\s{1,5}(?:system|initial))",
+    ),
+    p(
+        "extraction_priming",
+        "prompt_extraction",
+        0.5,
+        "(?i)[\"'“‘]\\s{0,3}(?:my\\s{1,5}(?:system\\s{1,5})?(?:instructions|prompt|rules)\\s{1,5}(?:are|is|say)|i\\s{1,5}was\\s{1,5}(?:instructed|told|programmed)\\s{1,5}to|the\\s{1,5}system\\s{1,5}prompt\\s{1,5}(?:is|says|reads))",
     ),
     p(
         "repeat_text_above",
@@ -196,13 +394,13 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "begin_with_you_are",
         "prompt_extraction",
         0.5,
-        "(?i)(?-u:\\b)(?:starting|beginning|begin|start)\\s{1,10}(?:with|from|at)\\s{1,10}[\"'`“‘]?you\\s{1,5}are(?-u:\\b)",
+        "(?i)(?-u:\\b)(?:starting|beginning|begin|start)\\s{1,10}(?:with|from|at)\\s{1,10}(?:the\\s{1,5}(?:phrase|words?|sentence|text|line)\\s{1,5})?[\"'`“‘]?you\\s{1,5}are(?-u:\\b)",
     ),
     p(
         "request_credentials",
         "credential_logging",
         0.5,
-        "(?i)(?-u:\\b)(?:print|echo|log|output|reveal|show|display|send|dump|leak|expose|paste|write\\s{1,5}(?:out|down)|give|tell|list|include|post|email)\\s{1,10}(?:(?:me|us|all|the|your|its|of|every|any|stored|saved|configured|current|raw|full|real|actual|system|environment|env)\\s{1,5}){0,4}(?:api[\\s_-]{0,3}keys?|secret\\s{1,5}keys?|access\\s{1,5}(?:keys?|tokens?)|auth(?:entication|orization)?\\s{1,5}(?:tokens?|headers?)|bearer\\s{1,5}tokens?|bot\\s{1,5}tokens?|credentials|private\\s{1,5}keys?|env(?:ironment)?\\s{1,5}variables|secrets|\\.env\\s{1,5}file|master\\s{1,5}key|session\\s{1,5}tokens?|ssh\\s{1,5}keys?)(?-u:\\b)",
+        "(?i)(?-u:\\b)(?:print|echo|log|output|reveal|show|display|send|dump|leak|expose|paste|write\\s{1,5}(?:out|down)|give|tell|list|include|post|email)\\s{1,10}(?:(?:me|us|all|the|your|its|of|every|any|stored|saved|configured|current|raw|full|real|actual|system|environment|env)\\s{1,5}){0,4}(?:api[\\s_-]{0,3}keys?|secret\\s{1,5}keys?|access\\s{1,5}(?:keys?|tokens?)|auth(?:entication|orization)?\\s{1,5}(?:tokens?|headers?)|bearer\\s{1,5}tokens?|bot\\s{1,5}tokens?|credentials|private\\s{1,5}keys?|secrets|\\.env\\s{1,5}file|master\\s{1,5}key|session\\s{1,5}tokens?|ssh\\s{1,5}keys?)(?-u:\\b)",
     ),
     p(
         "dump_environment",
