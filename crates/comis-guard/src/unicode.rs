@@ -279,7 +279,7 @@ pub fn fold_homoglyph(c: char) -> char {
 /// The view detectors match against: NFKC, all invisible characters removed, homoglyphs folded,
 /// whitespace runs collapsed to a single space. Never shown to users; only scanned.
 pub fn normalize_for_matching(text: &str) -> Cow<'_, str> {
-    if text.is_ascii() {
+    if text.is_ascii() || is_matching_stable(text) {
         return collapse_whitespace(text);
     }
     let folded: String = text
@@ -289,6 +289,16 @@ pub fn normalize_for_matching(text: &str) -> Cow<'_, str> {
         .map(fold_homoglyph)
         .collect();
     Cow::Owned(collapse_whitespace(&folded).into_owned())
+}
+
+/// Whether the matching view of `text` equals `text` up to whitespace: no invisible character,
+/// no homoglyph, and already NFKC. Most non-ASCII prose (accents, CJK, emoji) is, and skipping
+/// the rebuild keeps the input guard inside its latency budget.
+fn is_matching_stable(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii() || (!is_invisible(c) && fold_homoglyph(c) == c))
+        && unicode_normalization::is_nfkc_quick(text.chars())
+            == unicode_normalization::IsNormalized::Yes
 }
 
 /// Replaces each run of whitespace with one space, or with one `\n` when the run contains a line
@@ -403,6 +413,14 @@ mod tests {
         assert_eq!(normalize_for_matching(s), "ignore all previous");
         assert_eq!(normalize_for_matching("𝐢𝐠𝐧𝐨𝐫𝐞"), "ignore");
         assert_eq!(normalize_for_matching("a \t\r\n  b\tc"), "a\nb c");
+        // Already-stable non-ASCII text is returned as is (borrowed when no whitespace changes).
+        assert!(matches!(
+            normalize_for_matching("Zoë's café ✓ 東京"),
+            Cow::Borrowed(_)
+        ));
+        // A single ligature or homoglyph anywhere forces the full rebuild.
+        assert_eq!(normalize_for_matching("café ﬁle"), "café file");
+        assert_eq!(normalize_for_matching("café раss"), "café pass");
     }
 
     #[test]

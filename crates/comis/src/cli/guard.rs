@@ -10,6 +10,7 @@ use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
+use comis_guard::input::{InputAction, InputGuard, InputGuardConfig};
 use comis_guard::unicode;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -36,18 +37,49 @@ enum FailOn {
 
 #[derive(Debug, Subcommand)]
 enum Detector {
+    /// Input guard: `score` in [0,1], `risk` (low|medium|high), `action`
+    /// (pass|warn|reinforce|block).
+    Input {
+        /// Score at or above which risk is medium (action reinforce).
+        #[arg(long, default_value_t = 0.4)]
+        medium: f32,
+        /// Score at or above which risk is high (action warn, or block with --block).
+        #[arg(long, default_value_t = 0.7)]
+        high: f32,
+        /// Block high-risk items instead of warning.
+        #[arg(long)]
+        block: bool,
+    },
     /// Invisible-character stripping: `text` without hidden characters.
     Invisible,
 }
 
 /// A constructed detector: built once, applied to every item.
 enum Prepared {
+    Input(Box<InputGuard>),
     Invisible,
 }
 
 impl Prepared {
     fn build(detector: Detector) -> Result<Self, CliError> {
         Ok(match detector {
+            Detector::Input {
+                medium,
+                high,
+                block,
+            } => {
+                let action = if block {
+                    InputAction::Block
+                } else {
+                    InputAction::Warn
+                };
+                let config = InputGuardConfig {
+                    medium_threshold: medium,
+                    high_threshold: high,
+                    action,
+                };
+                Prepared::Input(Box::new(InputGuard::new(config)?))
+            }
             Detector::Invisible => Prepared::Invisible,
         })
     }
@@ -55,6 +87,15 @@ impl Prepared {
     /// Runs the detector on one item; returns the findings and the detector's own fields.
     fn apply(&self, text: &str) -> Result<Outcome, CliError> {
         Ok(match self {
+            Prepared::Input(guard) => {
+                let scan = guard.scan(text);
+                let fields = [
+                    ("score", json!(scan.score)),
+                    ("risk", json!(scan.risk)),
+                    ("action", json!(scan.action)),
+                ];
+                Outcome::new(&scan.findings, fields, false)?
+            }
             Prepared::Invisible => {
                 let scan = unicode::scan_invisible(text);
                 Outcome::new(&scan.findings, [("text", json!(scan.text))], false)?
