@@ -75,7 +75,7 @@ pub enum SecretsError {
     /// The master key file is accessible to other users.
     #[error(
         "refusing to use master key file {p}: it is readable or writable by group or others \
-         (mode {mode:03o}); fix it with: chmod 600 {p}",
+         (mode {mode:04o}); fix it with: chmod 600 {p}",
         p = .path.display()
     )]
     MasterKeyPermissions { path: PathBuf, mode: u32 },

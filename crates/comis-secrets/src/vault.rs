@@ -772,6 +772,28 @@ mod tests {
     }
 
     #[test]
+    fn swapped_entries_fail_even_with_a_recomputed_mac() {
+        // The MAC catches a swap first; this shows the per-entry associated data is a second,
+        // independent layer: re-MACed with the right key, a swapped entry still fails.
+        let d = tempfile::tempdir().unwrap();
+        let v = vault(d.path(), 1);
+        v.set(&name("A"), &SecretString::from("value-of-a"))
+            .unwrap();
+        v.set(&name("B"), &SecretString::from("value-of-b"))
+            .unwrap();
+        let mut c = v.read().unwrap().unwrap();
+        let a = c.entries.get("A").unwrap().clone();
+        let b = c.entries.get("B").unwrap().clone();
+        c.entries.insert("A".into(), b);
+        c.entries.insert("B".into(), a);
+        fs::write(v.path(), c.to_json(&key(1)).unwrap()).unwrap();
+        let e = v.get(&name("A")).unwrap_err();
+        assert!(matches!(e, SecretsError::VaultTampered { .. }), "{e}");
+        assert!(e.to_string().contains("entry A"), "{e}");
+        assert!(!e.to_string().contains("value-of"));
+    }
+
+    #[test]
     fn unknown_format_and_unknown_fields_are_reported() {
         let d = tempfile::tempdir().unwrap();
         let v = vault(d.path(), 1);
