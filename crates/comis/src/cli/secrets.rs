@@ -33,6 +33,9 @@ enum SecretsCommand {
     Set {
         /// Secret name (letters, digits, _; not starting with a digit), e.g. OPENAI_API_KEY.
         name: String,
+        /// Caught only to refuse it without echoing it: values never come from argv.
+        #[arg(hide = true, num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+        value: Vec<String>,
     },
     /// Print a secret's value to standard output (refused without --reveal).
     Get {
@@ -65,7 +68,16 @@ enum SecretsCommand {
 
 pub fn run(args: SecretsArgs) -> Result<ExitCode, CliError> {
     match args.command {
-        SecretsCommand::Set { name } => set(&name),
+        SecretsCommand::Set { name, value } => {
+            if !value.is_empty() {
+                return Err(CliError::Usage(
+                    "secret values are never taken from the command line (every local user can \
+                     read it in ps); pipe the value on standard input or type it at the prompt"
+                        .into(),
+                ));
+            }
+            set(&name)
+        }
         SecretsCommand::Get { name, reveal } => get(&name, reveal),
         SecretsCommand::List { json } => list(json),
         SecretsCommand::Rm { name } => rm(&name),
