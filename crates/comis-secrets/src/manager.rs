@@ -192,6 +192,32 @@ impl SecretAllowlist {
         Ok(Self { patterns: out })
     }
 
+    /// The allowlist of `agent_id` from a configuration: `agents.<id>.secrets.allow`. A
+    /// missing agent, `secrets` section or `allow` list grants nothing.
+    ///
+    /// # Errors
+    /// [`SecretsError::InvalidPattern`] when `allow` is not a list of valid pattern strings.
+    pub fn from_config(config: &serde_json::Value, agent_id: &str) -> Result<Self, SecretsError> {
+        let Some(allow) = config
+            .get("agents")
+            .and_then(|a| a.get(agent_id))
+            .and_then(|a| a.get("secrets"))
+            .and_then(|s| s.get("allow"))
+        else {
+            return Ok(Self::none());
+        };
+        let not_list = || SecretsError::InvalidPattern {
+            pattern: format!("agents.{}.secrets.allow", printable_name(agent_id)),
+            reason: "must be a list of strings".into(),
+        };
+        let items = allow.as_array().ok_or_else(not_list)?;
+        let patterns = items
+            .iter()
+            .map(|v| v.as_str().ok_or_else(not_list))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(&patterns)
+    }
+
     /// Whether `name` is granted.
     #[must_use]
     pub fn allows(&self, name: &str) -> bool {
@@ -533,6 +559,37 @@ mod tests {
         assert!(!e.contains('\n') && !e.contains('\u{1b}'));
         let ev = &rec.0.lock().unwrap()[0];
         assert!(!ev.secret_name.contains('\n') && ev.secret_name.chars().count() <= 129);
+    }
+
+    #[test]
+    fn allowlist_from_config_fails_closed() {
+        let cfg = serde_json::json!({"agents": {
+            "a": {"secrets": {"allow": ["OPENAI_*"]}},
+            "b": {"secrets": {}},
+            "c": {},
+            "d": {"secrets": {"allow": "OPENAI_*"}},
+            "e": {"secrets": {"allow": [1]}},
+            "f": {"secrets": {"allow": []}},
+        }});
+        assert!(
+            SecretAllowlist::from_config(&cfg, "a")
+                .unwrap()
+                .allows("openai_x")
+        );
+        for id in ["b", "c", "f", "missing"] {
+            assert!(
+                SecretAllowlist::from_config(&cfg, id).unwrap().is_empty(),
+                "{id}"
+            );
+        }
+        for id in ["d", "e"] {
+            assert!(SecretAllowlist::from_config(&cfg, id).is_err(), "{id}");
+        }
+        assert!(
+            SecretAllowlist::from_config(&serde_json::json!(null), "a")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -139,6 +139,15 @@ impl Redactor {
         self
     }
 
+    /// Also replaces every value stored in `vault` (they stay inside this type, which never
+    /// shows them).
+    ///
+    /// # Errors
+    /// The read errors of [`crate::Vault::open`].
+    pub fn with_vault_values(self, vault: &crate::Vault) -> Result<Self, crate::SecretsError> {
+        Ok(self.with_known_values(vault.decrypt_all()?.into_values()))
+    }
+
     /// Also redacts the fields at these JSON pointers.
     #[must_use]
     pub fn with_paths(mut self, paths: impl IntoIterator<Item = String>) -> Self {

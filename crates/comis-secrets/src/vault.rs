@@ -354,8 +354,21 @@ impl Vault {
     /// [`SecretsError::VaultCorrupt`], [`SecretsError::VaultTampered`].
     pub fn open(home: &Path) -> Result<Self, SecretsError> {
         let vault = Self::open_unverified(home)?;
-        vault.read()?;
-        Ok(vault)
+        match vault.read() {
+            Ok(_) => Ok(vault),
+            // A rotation in another process may have replaced both files between our reading
+            // the key and the vault: once it is finished (the lock is free), look again.
+            Err(SecretsError::WrongMasterKey { .. })
+                if matches!(vault.source, KeySource::File(_)) =>
+            {
+                let _lock = fsutil::WriterLock::acquire(&vault.lock_path)?;
+                let (key, source) = master_key::load(home)?;
+                let vault = Self::new(home, key, source);
+                vault.read()?;
+                Ok(vault)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Like [`Vault::open`], but when there is neither a master key nor a vault yet, creates
@@ -599,8 +612,8 @@ impl Vault {
         self.modify(|c| Ok(c.entries.remove(name.as_str()).is_some()))
     }
 
-    /// Every value, for building a [`crate::SecretManager`]. Crate-private: there is no public
-    /// way to enumerate values.
+    /// Every value, for building a [`crate::SecretManager`] or a [`crate::redact::Redactor`].
+    /// Crate-private: there is no public way to enumerate values.
     pub(crate) fn decrypt_all(&self) -> Result<BTreeMap<String, SecretString>, SecretsError> {
         let Some(c) = self.read()? else {
             return Ok(BTreeMap::new());

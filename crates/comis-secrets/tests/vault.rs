@@ -499,6 +499,50 @@ fn key_file_is_used_by_open() {
     assert!(open(d.path(), 5).is_ok());
 }
 
+#[test]
+fn opening_during_concurrent_rotations_always_succeeds() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().to_owned();
+    let (v, _) = Vault::open_or_create(&home).unwrap();
+    v.set(&name("A"), &SecretString::from("value-a")).unwrap();
+    let rotator = {
+        let home = home.clone();
+        std::thread::spawn(move || {
+            for _ in 0..60 {
+                Vault::open(&home).unwrap().rotate_key(None).unwrap();
+            }
+        })
+    };
+    let mut opened = 0;
+    while !rotator.is_finished() {
+        Vault::open(&home).unwrap();
+        opened += 1;
+    }
+    rotator.join().unwrap();
+    assert!(opened > 0);
+    let v = Vault::open(&home).unwrap();
+    assert_eq!(
+        v.get(&name("A")).unwrap().unwrap().expose_secret(),
+        "value-a"
+    );
+}
+
+#[test]
+fn redactor_hides_every_vault_value_wherever_it_appears() {
+    let (_d, v) = seeded();
+    let r = comis_secrets::redact::Redactor::new()
+        .with_vault_values(&v)
+        .unwrap();
+    let cfg = serde_json::json!({
+        "note": format!("pasted by mistake: {SECRET}"),
+        "nested": [{"url": format!("https://api/?k={SECRET}")}],
+    });
+    let shown = r.redact(&cfg).to_string();
+    assert_no_secret(shown.as_bytes(), "redacted config");
+    assert!(shown.contains("pasted by mistake: [REDACTED]"), "{shown}");
+    assert_no_secret(format!("{r:?}").as_bytes(), "Redactor Debug");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     #[test]
