@@ -155,6 +155,22 @@ fn debug_output_never_contains_the_value() {
 }
 
 #[test]
+fn the_manager_is_a_snapshot_of_the_vault() {
+    let (_d, v) = seeded();
+    let mgr = SecretManager::from_vault_and_env(&v).unwrap();
+    v.set(
+        &name("OPENAI_API_KEY"),
+        &SecretString::from("changed-later"),
+    )
+    .unwrap();
+    v.set(&name("ADDED_LATER"), &SecretString::from("added"))
+        .unwrap();
+    assert_eq!(mgr.get("OPENAI_API_KEY").unwrap().expose_secret(), SECRET);
+    assert!(!mgr.has("ADDED_LATER"));
+    assert!(!mgr.has("COMIS_MASTER_KEY"));
+}
+
+#[test]
 fn wrong_key_is_detected_first_and_nothing_is_written() {
     let (d, _v) = seeded();
     let before = fs::read(d.path().join(VAULT_FILE)).unwrap();

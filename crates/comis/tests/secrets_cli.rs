@@ -452,6 +452,65 @@ fn two_processes_writing_at_once_lose_nothing() {
     );
 }
 
+/// Drives `comis secrets set` on a real pseudo-terminal (python3's pty module): the prompt
+/// appears, the typed value is not echoed, and it is stored.
+const PTY_DRIVER: &str = r#"
+import os, pty, sys
+bin_path, typed = sys.argv[1], sys.argv[2].encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(bin_path, [bin_path, "secrets", "set", "TTY_SECRET"])
+out = b""
+while b"input hidden" not in out:
+    chunk = os.read(fd, 1024)
+    if not chunk:
+        break
+    out += chunk
+os.write(fd, typed + b"\n")
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+#[test]
+fn set_on_a_terminal_prompts_without_echo() {
+    let t = tempfile::tempdir().unwrap();
+    let typed = "typed-on-the-terminal-0f9e8d";
+    let o = Command::new("python3")
+        .args(["-c", PTY_DRIVER, BIN, typed])
+        .env_clear()
+        .env("COMIS_HOME", t.path())
+        .env("COMIS_MASTER_KEY", KEY_A)
+        .output()
+        .unwrap();
+    let (screen, err) = text(&o);
+    assert!(o.status.success(), "{screen} {err}");
+    assert!(
+        screen.contains("Value for TTY_SECRET (input hidden):"),
+        "{screen}"
+    );
+    assert!(!screen.contains(typed), "the value was echoed: {screen}");
+    let r = Run {
+        home: t.path(),
+        env_key: Some(KEY_A),
+    };
+    assert_eq!(
+        ok(
+            &r.run(&["secrets", "get", "TTY_SECRET", "--reveal"], ""),
+            "get"
+        ),
+        format!("{typed}\n")
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // SIGKILL at random moments.
 
