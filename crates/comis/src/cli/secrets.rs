@@ -58,6 +58,7 @@ enum SecretsCommand {
         name: String,
     },
     /// Re-encrypt every secret under a new master key.
+    #[command(alias = "rotate")]
     RotateKey {
         /// Read the new key (64 hex characters or base64 of 32 bytes) from standard input
         /// instead of generating one. Required when the key comes from COMIS_MASTER_KEY.
