@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod config;
 
 use std::process::ExitCode;
 

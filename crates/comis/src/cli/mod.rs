@@ -3,6 +3,7 @@
 
 mod guard;
 mod items;
+mod secrets;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ pub struct Cli {
 enum Command {
     /// Run text through one of the guard detectors (stdin in, JSON lines out).
     Guard(guard::GuardArgs),
+    /// Manage the encrypted secrets vault ($COMIS_HOME/secrets.enc).
+    Secrets(secrets::SecretsArgs),
 }
 
 /// The one error type of the CLI.
@@ -33,10 +36,15 @@ pub enum CliError {
     Stdout(std::io::Error),
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    Secrets(#[from] comis_secrets::SecretsError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Guard(args) => guard::run(args),
+        Command::Secrets(args) => secrets::run(args),
     }
 }
