@@ -119,9 +119,10 @@ fn guard_crate_is_pure() {
         "thread::spawn",
     ];
     for (path, text) in product_sources(&dir) {
+        let code = non_test_part(&text);
         for word in banned {
             assert!(
-                !text.contains(word),
+                !code.contains(word),
                 "{} uses `{word}`: comis-guard must stay free of I/O",
                 path.display()
             );
