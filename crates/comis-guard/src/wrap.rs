@@ -486,8 +486,9 @@ impl MarkerNeutralizer {
 #[derive(Debug, Clone)]
 pub(crate) struct FoldedView {
     text: String,
-    /// Sorted by `view`. A linear segment maps byte for byte (unchanged ASCII); any other
-    /// segment is one folded unit covering `orig .. next segment's orig`.
+    /// Sorted by `view`. A linear segment maps byte for byte (characters that fold to
+    /// themselves); any other segment is one folded unit covering `orig .. next segment's
+    /// orig`.
     segs: Vec<Seg>,
     orig_len: usize,
 }
@@ -543,7 +544,13 @@ impl FoldedView {
                 continue;
             }
             b.flush_ws(i);
-            b.unit(i, &folded);
+            // Most non-ASCII text (accented, CJK, emoji) folds to itself: keep it in the
+            // byte-for-byte segment so the map stays small.
+            if folded.len() == c.len_utf8() && folded.starts_with(c) {
+                b.identity(i, c);
+            } else {
+                b.unit(i, &folded);
+            }
         }
         b.flush_ws(orig.len());
         b.view
@@ -893,6 +900,13 @@ mod tests {
         // match ends there.
         assert_eq!(&orig[v.to_orig(0..1)], "ａ\u{200B}");
         assert_eq!(v.to_orig(0..0), 0..0);
+        // Text that folds to itself maps byte for byte.
+        let orig = "日本語 café ok";
+        let v = FoldedView::new(orig);
+        assert_eq!(v.text(), orig);
+        assert_eq!(v.segs.len(), 1);
+        let at = orig.find("café").unwrap();
+        assert_eq!(&orig[v.to_orig(at..at + "café".len())], "café");
     }
 
     fn marker_soup() -> impl Strategy<Value = String> {
@@ -945,12 +959,22 @@ mod tests {
         }
 
         #[test]
-        fn folded_view_ranges_are_char_boundaries(s in "(?s).{0,64}", a in 0usize..80, b in 0usize..80) {
+        fn folded_view_ranges_are_char_boundaries(
+            s in "(?s).{0,64}|[a-zé日\u{200B}\u{0301} \t\nａＡ]{0,64}",
+            a in 0usize..200,
+            b in 0usize..200,
+        ) {
             let v = FoldedView::new(&s);
-            let (lo, hi) = (a.min(b).min(v.text().len()), a.max(b).min(v.text().len()));
+            // Match ranges always sit on character boundaries of the view.
+            let snap = |x: usize| (0..=x.min(v.text().len())).rev().find(|&i| v.text().is_char_boundary(i)).unwrap();
+            let (lo, hi) = (snap(a.min(b)), snap(a.max(b)));
             let r = v.to_orig(lo..hi);
             prop_assert!(r.start <= r.end && r.end <= s.len());
-            prop_assert!(s.get(r).is_some());
+            let orig = s.get(r);
+            prop_assert!(orig.is_some());
+            // Folding the original slice gives back (at least) the view slice.
+            let refolded = FoldedView::new(orig.unwrap_or_default());
+            prop_assert!(refolded.text().contains(&v.text()[lo..hi]));
         }
     }
 }
