@@ -520,4 +520,21 @@ mod tests {
             let _ = validator().validate(&s);
         }
     }
+
+    /// `cargo test -p comis-guard --lib memscan_bipia -- --ignored --nocapture`
+    #[test]
+    #[ignore = "needs the shared corpora"]
+    fn memscan_bipia_corpus() {
+        let (benign, attacks) = crate::wrap::bipia::load();
+        for (id, t) in &benign {
+            let v = validator().validate(t);
+            assert_eq!(v.verdict, Verdict::Store, "{id}: {:?}", v.reasons);
+        }
+        let mut counts = std::collections::BTreeMap::<Verdict, usize>::new();
+        for (_, t) in &attacks {
+            *counts.entry(validator().validate(t).verdict).or_default() += 1;
+        }
+        println!("benign: {} stored; attacks: {counts:?}", benign.len());
+        assert!(counts.get(&Verdict::Store).copied().unwrap_or(0) <= 29);
+    }
 }

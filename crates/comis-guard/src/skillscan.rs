@@ -421,4 +421,39 @@ mod tests {
             let _ = sanitize_skill(&s, 50);
         }
     }
+
+    /// SkillFortifyBench (MIT): 270 malicious and 270 structurally matched benign skills.
+    /// `cargo test -p comis-guard --lib skillfortifybench -- --ignored --nocapture`
+    /// (corpus root from `COMIS_CORPORA`, default `/work/shared/corpora`).
+    #[test]
+    #[ignore = "needs the shared corpora"]
+    fn skillfortifybench_corpus() {
+        let base =
+            std::env::var("COMIS_CORPORA").unwrap_or_else(|_| "/work/shared/corpora".to_owned());
+        let path = format!("{base}/skills/skillfortifybench_specimens.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // label -> (count, blocked, any rule finding)
+        let mut totals = std::collections::BTreeMap::<String, (usize, usize, usize)>::new();
+        let mut per_class = std::collections::BTreeMap::<String, (usize, usize, usize)>::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let label = v["label"].as_str().unwrap().to_owned();
+            let class = v["specimen"].as_str().unwrap().split('_').nth(2).unwrap();
+            let scan = scanner().scan(v["text"].as_str().unwrap());
+            let blocked = usize::from(scan.verdict == SkillVerdict::Block);
+            let flagged = usize::from(!scan.details.is_empty());
+            for (key, map) in [
+                (label.clone(), &mut totals),
+                (format!("{label}/{class}"), &mut per_class),
+            ] {
+                let e = map.entry(key).or_default();
+                *e = (e.0 + 1, e.1 + blocked, e.2 + flagged);
+            }
+        }
+        for (k, (n, b, f)) in totals.iter().chain(&per_class) {
+            println!("{k}: n={n} blocked={b} flagged={f}");
+        }
+        assert_eq!(totals["benign"].2, 0, "benign skills flagged");
+        assert!(totals["malicious"].1 >= 78, "block rate regressed");
+    }
 }

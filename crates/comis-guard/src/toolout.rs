@@ -337,4 +337,30 @@ mod tests {
             }
         }
     }
+
+    /// `cargo test -p comis-guard --lib toolout_bipia -- --ignored --nocapture`
+    #[test]
+    #[ignore = "needs the shared corpora"]
+    fn toolout_bipia_corpus() {
+        let (benign, attacks) = crate::wrap::bipia::load();
+        for (id, t) in &benign {
+            let o = sanitizer().sanitize(t, DEFAULT_MAX_CHARS);
+            assert!(!o.text.contains(REDACTION), "{id}: {:?}", o.findings);
+        }
+        let redacted = attacks
+            .iter()
+            .filter(|(_, t)| {
+                sanitizer()
+                    .sanitize(t, DEFAULT_MAX_CHARS)
+                    .text
+                    .contains(REDACTION)
+            })
+            .count();
+        println!(
+            "benign redacted: 0/{}; attacks redacted: {redacted}/{}",
+            benign.len(),
+            attacks.len()
+        );
+        assert!(redacted >= 96);
+    }
 }

@@ -978,3 +978,61 @@ mod tests {
         }
     }
 }
+
+/// Loader for the BIPIA files, shared by the corpus tests of the guards that read data.
+#[cfg(test)]
+pub(crate) mod bipia {
+    use serde_json::Value;
+
+    fn root() -> String {
+        let base =
+            std::env::var("COMIS_CORPORA").unwrap_or_else(|_| "/work/shared/corpora".to_owned());
+        format!("{base}/injection/bipia")
+    }
+
+    fn context(v: &Value) -> String {
+        match &v["context"] {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        }
+    }
+
+    /// `(id, text)` pairs.
+    pub(crate) type Items = Vec<(String, String)>;
+
+    /// (benign `(file#line, context)`, attacks `(file/category, text)`).
+    pub(crate) fn load() -> (Items, Items) {
+        let dir = root();
+        let mut benign = Vec::new();
+        for f in [
+            "email_train",
+            "email_test",
+            "code_train",
+            "code_test",
+            "table_test",
+        ] {
+            let text = std::fs::read_to_string(format!("{dir}/{f}.jsonl"))
+                .unwrap_or_else(|e| panic!("{dir}/{f}.jsonl: {e} (set COMIS_CORPORA)"));
+            for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                benign.push((format!("{f}#{i}"), context(&v)));
+            }
+        }
+        let mut attacks = Vec::new();
+        for f in ["text_attack_test", "code_attack_test"] {
+            let text = std::fs::read_to_string(format!("{dir}/{f}.json")).unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            for (cat, items) in v.as_object().unwrap() {
+                for item in items.as_array().unwrap() {
+                    attacks.push((format!("{f}/{cat}"), item.as_str().unwrap().to_owned()));
+                }
+            }
+        }
+        (benign, attacks)
+    }
+}

@@ -33,10 +33,11 @@ const fn p(
     PatternDef::regex(name, Instruction, cat, sev, w, src)
 }
 
-/// Names a model reading the text might answer to.
+/// Names a model reading the text might answer to. Bare "agent" and "bot" are left out: mail
+/// to human support agents says "Dear agent, please send…".
 macro_rules! ai {
     () => {
-        "(?:ai|a\\.i\\.|llm|large\\s{1,5}language\\s{1,5}model|language\\s{1,5}model|ai\\s{1,5}model|chatbot|chat\\s{1,5}bot|assistant|ai\\s{1,5}assistant|ai\\s{1,5}agent|agent|bot|gpt|chatgpt|claude|gemini|copilot)"
+        "(?:ai|a\\.i\\.|llm|large\\s{1,5}language\\s{1,5}model|language\\s{1,5}model|ai\\s{1,5}model|chatbot|chat\\s{1,5}bot|assistant|ai\\s{1,5}assistant|(?:ai|llm|autonomous)\\s{1,5}agent|ai\\s{1,5}bot|gpt|chatgpt|claude|gemini|copilot)"
     };
 }
 /// The model's own answer, as an injected instruction refers to it.
@@ -55,6 +56,12 @@ macro_rules! your_code {
 macro_rules! encoding {
     () => {
         "(?:base\\s{0,2}(?:16|32|58|64|85)|[a-z]{0,15}\\s{0,3}cipher|encoding|emojis?|reverse(?:d)?|backwards?|morse(?:\\s{1,5}code)?|hex(?:adecimal)?|binary|rot\\s{0,2}13|leet\\s{0,2}speak|pig\\s{1,5}latin|spanish|french|german|italian|portuguese|chinese|mandarin|japanese|russian|arabic|hindi|korean|dutch|latin|swahili|zulu|all\\s{1,5}caps|uppercase)(?-u:\\b)"
+    };
+}
+/// Encodings and ciphers only (no languages): "reply in French" is ordinary in mail.
+macro_rules! cipher {
+    () => {
+        "(?:base\\s{0,2}(?:16|32|58|64|85)|[a-z]{0,15}\\s{0,3}cipher|emojis?(?:\\s{1,5}only)?|reverse(?:d)?(?:\\s{1,5}(?:order|text))?|backwards?|morse(?:\\s{1,5}code)?|hex(?:adecimal)?|binary|rot\\s{0,2}13|leet\\s{0,2}speak|pig\\s{1,5}latin)(?-u:\\b)"
     };
 }
 /// One character of a gap that stays inside a sentence: anything but a line break or a
@@ -183,7 +190,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         0.3,
         concat!(
             "(?i)(?-u:\\b)(?:reply|respond|answer|write\\s{1,5}back|communicate)\\s{1,5}(?:only\\s{1,5})?(?:in|using|with)\\s{1,5}(?:(?:a|an)\\s{1,5})?",
-            encoding!()
+            cipher!()
         ),
     ),
     p(
@@ -281,19 +288,19 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "obfuscated_instruction",
         Warning,
         0.4,
-        "(?i)(?-u:\\b)(?:translate|decode|decipher|decrypt|deobfuscate|unscramble|reverse|rot13|base64\\s{0,3}-?decode)(?-u:\\b)[^.!?\\n]{1,80}?(?-u:\\b)(?:and|then|,)\\s{1,5}(?:then\\s{1,5})?(?:execute|eval(?:uate)?|obey|follow\\s{1,5}(?:it|them|the\\s{1,5}(?:result|instructions?|commands?))|carry\\s{1,5}(?:it\\s{1,5})?out|act\\s{1,5}(?:on|upon)|run\\s{1,5}(?:it|them|the\\s{1,5}(?:result|output|commands?)))(?-u:\\b)",
+        "(?i)(?-u:\\b)(?:translate|decode|decipher|decrypt|deobfuscate|unscramble|reverse|rot13|base64\\s{0,3}-?decode)(?-u:\\b)[^.!?\\n]{1,80}?(?-u:\\b)(?:and|then|,)\\s{1,5}(?:then\\s{1,5})?(?:(?:execute|eval(?:uate)?|run|follow|obey|carry\\s{1,5}out|act\\s{1,5}(?:on|upon))\\s{1,5}(?:it|them|this|that|those|the\\s{1,5}(?:result|output|decoded|translated|translation|instructions?|commands?|text|message))|(?:execute|eval(?:uate)?|obey)\\s{0,3}(?:[.!;:]|$)|carry\\s{1,5}it\\s{1,5}out)(?-u:\\b)",
     ),
     p(
         "curl_secret_interpolation",
         "credential_exfiltration",
-        Critical,
+        Warning,
         0.5,
         "(?i)(?-u:\\b)(?:curl|wget|invoke-webrequest|invoke-restmethod|iwr|irm|nc|ncat)(?-u:\\b)[^\\n]{0,200}?\\$\\{?\\(?[a-z0-9_]{0,40}(?:key|token|secret|password|passwd|credential|credentials|api)(?-u:\\b)",
     ),
     p(
         "cat_credential_file",
         "credential_exfiltration",
-        Critical,
+        Warning,
         0.5,
         "(?i)(?-u:\\b)(?:cat|less|more|head|tail|type|base64|xxd|strings|cp|scp|get-content|gc)\\s{1,5}(?:-[a-z]{1,5}\\s{1,5}){0,3}[^\\s|;&]{0,100}?(?:\\.env(?:\\.[a-z]{1,12})?|credentials(?:\\.json)?|\\.netrc|\\.pgpass|\\.git-credentials|\\.npmrc|\\.pypirc|\\.ssh/id_[a-z0-9]{2,10}|\\.aws/config|\\.docker/config\\.json|\\.kube/config)(?-u:\\b)",
     ),
@@ -440,12 +447,15 @@ mod tests {
             "When you read this, please call me back.",
             "Add the following line to requirements.txt and reinstall.",
             "The assistant manager will meet the agent at noon: bring the contract.",
+            "Dear agent, please send me the boarding passes.",
             "Sync NTP with pool.ntp.org and restart chronyd.",
             "<!-- navigation bar -->",
             "<span class=\"hidden-xs\">Menu</span>",
             "curl -s https://api.github.com/repos/rust-lang/rust | jq .stargazers_count",
             "Untrusted input must be validated before use.",
             "Translate this paragraph into French, please.",
+            "You can reply in French if you prefer.",
+            "Decode the payload and then execute the migration script.",
             "![logo](https://cdn.example.com/logo.png?w=200)",
         ] {
             assert!(
@@ -454,5 +464,42 @@ mod tests {
                 hits(text)
             );
         }
+    }
+
+    /// BIPIA (Microsoft, MIT): benign emails, code Q&A and tables vs indirect-injection texts.
+    /// Run with `cargo test -p comis-guard --lib bipia_corpus -- --ignored --nocapture`
+    /// (corpus root from `COMIS_CORPORA`, default `/work/shared/corpora`).
+    #[test]
+    #[ignore = "needs the shared corpora"]
+    fn bipia_corpus() {
+        let (benign, attacks) = crate::wrap::bipia::load();
+        let set = Registry::global()
+            .unwrap()
+            .select(&[Family::Instruction])
+            .unwrap();
+        let norm = |t: &str| crate::unicode::normalize_for_matching(t).into_owned();
+        let flagged: Vec<_> = benign
+            .iter()
+            .filter(|(_, t)| set.is_match(&norm(t)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut per_category = std::collections::BTreeMap::<String, (usize, usize)>::new();
+        for (cat, t) in &attacks {
+            let e = per_category.entry(cat.clone()).or_default();
+            e.0 += 1;
+            e.1 += usize::from(set.is_match(&norm(t)));
+        }
+        let detected: usize = per_category.values().map(|v| v.1).sum();
+        println!(
+            "benign flagged: {}/{} {flagged:?}",
+            flagged.len(),
+            benign.len()
+        );
+        println!("attacks detected: {detected}/{}", attacks.len());
+        for (cat, (n, d)) in &per_category {
+            println!("  {cat}: {d}/{n}");
+        }
+        assert!(flagged.is_empty());
+        assert!(detected >= 96, "detection regressed: {detected}");
     }
 }
