@@ -11,7 +11,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 use comis_guard::input::{InputAction, InputGuard, InputGuardConfig};
+use comis_guard::memscan::MemoryValidator;
+use comis_guard::skillscan::{SkillScanConfig, SkillScanner, SkillVerdict};
+use comis_guard::toolout::{DEFAULT_MAX_CHARS, ToolOutputSanitizer};
 use comis_guard::unicode;
+use comis_guard::wrap::{ContentWrapper, SourceKind, WrapOptions};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -52,12 +56,55 @@ enum Detector {
     },
     /// Invisible-character stripping: `text` without hidden characters.
     Invisible,
+    /// External content wrapping: `text` wrapped in random 24-hex delimiters as untrusted data.
+    Wrap {
+        /// Where the content came from: email, webhook, api, file_read, web_fetch,
+        /// channel_metadata, web_search or document.
+        #[arg(long, default_value = "web_fetch")]
+        source: String,
+        /// Sender shown in the metadata (sanitized to one short line).
+        #[arg(long)]
+        sender: Option<String>,
+        /// Subject shown in the metadata (sanitized to one short line).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Leave out the security notice header.
+        #[arg(long)]
+        no_warning: bool,
+    },
+    /// Tool output sanitizer: `text` normalized, instruction-like text redacted, truncated.
+    Toolout {
+        /// Maximum characters kept before truncation at a line boundary.
+        #[arg(long, default_value_t = DEFAULT_MAX_CHARS)]
+        max_chars: usize,
+    },
+    /// Memory write validator: `verdict` block | downgrade | store, with `reasons`.
+    Memwrite,
+    /// Skill content scanner (18 rules): `verdict` block | pass.
+    Skill {
+        /// Report critical findings without blocking the skill.
+        #[arg(long)]
+        no_block_on_critical: bool,
+    },
 }
 
 /// A constructed detector: built once, applied to every item.
 enum Prepared {
     Input(Box<InputGuard>),
     Invisible,
+    Wrap {
+        wrapper: Box<ContentWrapper>,
+        source: SourceKind,
+        sender: Option<String>,
+        subject: Option<String>,
+        warning: bool,
+    },
+    Toolout {
+        sanitizer: Box<ToolOutputSanitizer>,
+        max_chars: usize,
+    },
+    Memwrite(Box<MemoryValidator>),
+    Skill(Box<SkillScanner>),
 }
 
 impl Prepared {
@@ -81,6 +128,31 @@ impl Prepared {
                 Prepared::Input(Box::new(InputGuard::new(config)?))
             }
             Detector::Invisible => Prepared::Invisible,
+            Detector::Wrap {
+                source,
+                sender,
+                subject,
+                no_warning,
+            } => Prepared::Wrap {
+                wrapper: Box::new(ContentWrapper::new()?),
+                source: source.parse()?,
+                sender,
+                subject,
+                warning: !no_warning,
+            },
+            Detector::Toolout { max_chars } => Prepared::Toolout {
+                sanitizer: Box::new(ToolOutputSanitizer::new()?),
+                max_chars,
+            },
+            Detector::Memwrite => Prepared::Memwrite(Box::new(MemoryValidator::new()?)),
+            Detector::Skill {
+                no_block_on_critical,
+            } => {
+                let config = SkillScanConfig {
+                    block_on_critical: !no_block_on_critical,
+                };
+                Prepared::Skill(Box::new(SkillScanner::new(config)?))
+            }
         })
     }
 
@@ -99,6 +171,48 @@ impl Prepared {
             Prepared::Invisible => {
                 let scan = unicode::scan_invisible(text);
                 Outcome::new(&scan.findings, [("text", json!(scan.text))], false)?
+            }
+            Prepared::Wrap {
+                wrapper,
+                source,
+                sender,
+                subject,
+                warning,
+            } => {
+                let mut opts = WrapOptions::new(*source).include_warning(*warning);
+                if let Some(s) = sender {
+                    opts = opts.sender(s);
+                }
+                if let Some(s) = subject {
+                    opts = opts.subject(s);
+                }
+                let wrapped = wrapper.wrap(text, &opts)?;
+                Outcome::new(&wrapped.findings, [("text", json!(wrapped.text))], false)?
+            }
+            Prepared::Toolout {
+                sanitizer,
+                max_chars,
+            } => {
+                let out = sanitizer.sanitize(text, *max_chars);
+                let fields = [
+                    ("text", json!(out.text)),
+                    ("truncated", json!(out.truncated)),
+                ];
+                Outcome::new(&out.findings, fields, out.truncated)?
+            }
+            Prepared::Memwrite(validator) => {
+                let v = validator.validate(text);
+                let fields = [("verdict", json!(v.verdict)), ("reasons", json!(v.reasons))];
+                Outcome::new(&v.findings, fields, false)?
+            }
+            Prepared::Skill(scanner) => {
+                let scan = scanner.scan(text);
+                let blocked = scan.verdict == SkillVerdict::Block;
+                let fields = [
+                    ("verdict", json!(scan.verdict)),
+                    ("details", json!(scan.details)),
+                ];
+                Outcome::new(&scan.findings, fields, blocked)?
             }
         })
     }
