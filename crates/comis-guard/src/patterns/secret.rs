@@ -43,21 +43,45 @@ const fn secret(name: &'static str, severity: Severity, src: &'static str) -> Pa
     }
 }
 
+/// A password-like value: needs a digit or symbol somewhere after its first four characters or
+/// before its last four, may not start like a placeholder or expression (`$VAR`, `{{x}}`,
+/// `<pw>`, `***`, `(`, `[`), and stops at whitespace, quotes and angle brackets.
+macro_rules! password_value {
+    () => {
+        r#"(?P<secret>[^\s"'`<>$%{}\[\]()*;,\\][^\s"'`<>]{4,128}[0-9!@#^?~+][^\s"'`<>]{0,128}|[^\s"'`<>$%{}\[\]()*;,\\][^\s"'`<>]{0,128}[0-9!@#^?~+][^\s"'`<>]{4,128})"#
+    };
+}
+
+/// A token-like value of at least `n` characters (roughly) including a digit.
+macro_rules! token_value {
+    ($n:literal) => {
+        concat!(
+            r"(?P<secret>[A-Za-z0-9_./+=~-]{",
+            $n,
+            r",512}[0-9][A-Za-z0-9_./+=~-]{0,512}|[A-Za-z0-9_./+=~-]{0,512}[0-9][A-Za-z0-9_./+=~-]{",
+            $n,
+            r",512})"
+        )
+    };
+}
+
 pub(super) const PATTERNS: &[PatternDef] = &[
     // --- Whole-token formats: a public prefix that no prose or identifier carries. ---
     // PEM/PGP/OpenSSH private keys. The whole block up to the matching END line is the secret;
     // when the END line is missing (a truncated paste), the base64 body that follows is taken.
-    // The body is ASCII-only and may contain single hyphens (`Proc-Type`, `AES-128-CBC`).
+    // The body is ASCII-only and may contain single hyphens (`Proc-Type`, `AES-128-CBC`). A
+    // header with no body (prose explaining the format) is not a key.
     secret(
         "private_key",
         Critical,
-        r"-----BEGIN[ A-Z0-9]{0,24}PRIVATE KEY(?: BLOCK)?-----(?:(?:[\x00-\x2C\x2E-\x7F]|-[\x00-\x2C\x2E-\x7F]){0,12288}?-----END[ A-Z0-9]{0,24}PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/= \t\r\n\\]{0,12288})",
+        r"-----BEGIN[ A-Z0-9]{0,24}PRIVATE KEY(?: BLOCK)?-----(?:(?:[\x00-\x2C\x2E-\x7F]|-[\x00-\x2C\x2E-\x7F]){1,12288}?-----END[ A-Z0-9]{0,24}PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/= \t\r\n\\]{16,12288})",
     ),
-    // AWS access key ids use a base32 alphabet after a four-letter resource prefix.
+    // AWS access key ids: a resource prefix and 16 upper-case alphanumerics (real ids use
+    // base32, but redaction errs on the side of the wider alphabet).
     secret(
         "aws_access_key",
         Critical,
-        r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}(?-u:\b)",
+        r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?-u:\b)",
     ),
     // The 40-character secret access key, anchored on its conventional key names.
     secret(
@@ -81,6 +105,13 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         Critical,
         r"(?-u:\b)sk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,512}|[A-Za-z0-9]{20}[A-Za-z0-9_-]{0,492})",
     ),
+    // Other model providers an agent daemon is configured with: OpenRouter, Groq, xAI,
+    // Perplexity, Tavily, Replicate, LlamaCloud, Together.
+    secret(
+        "llm_api_key",
+        Critical,
+        r"(?-u:\b)(?:sk-or-v1-[a-f0-9]{64}|gsk_[A-Za-z0-9]{48,56}|xai-[A-Za-z0-9]{70,90}|pplx-[A-Za-z0-9]{40,56}|tvly-(?:dev-|prod-)?[A-Za-z0-9]{28,40}|r8_[A-Za-z0-9]{37}|llx-[A-Za-z0-9_-]{40,60}|tgp_v1_[A-Za-z0-9_-]{40,48})",
+    ),
     secret(
         "github_token",
         Critical,
@@ -89,12 +120,12 @@ pub(super) const PATTERNS: &[PatternDef] = &[
     secret(
         "gitlab_token",
         Critical,
-        r"(?-u:\b)(?:glpat|gldt|glrt|glptt|glft|glsoat|glcbt|glimt|glagent|gloas|glffct)-[A-Za-z0-9_-]{20,128}",
+        r"(?-u:\b)(?:(?:glpat|gldt|glrt|glrtr|glptt|glft|glsoat|glcbt|glimt|glagent|gloas|glffct|glwt)-[A-Za-z0-9_-]{20,128}|GR1348941[A-Za-z0-9_-]{20,64})",
     ),
     secret(
         "slack_token",
         Critical,
-        r"(?-u:\b)(?:xox[baprseo]-(?:[0-9]{1,2}-)?[0-9]{4,16}-[A-Za-z0-9-]{6,250}|xapp-[0-9]-[A-Z0-9]{4,20}-[0-9]{4,20}-[A-Za-z0-9]{16,128})",
+        r"(?-u:\b)(?:xox[baprseo]-(?:[0-9]{1,2}-)?[0-9]{4,16}-[A-Za-z0-9-]{6,250}|xox[a-z]-[0-9]-[A-Za-z0-9]{60,512}|xapp-[0-9]-[A-Z0-9]{4,20}-[0-9]{4,20}-[A-Za-z0-9]{16,128})",
     ),
     secret(
         "slack_webhook",
@@ -112,7 +143,13 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         Critical,
         r"(?-u:\b)(?:(?:sk|rk)_(?:live|test)|whsec)_[A-Za-z0-9]{16,247}",
     ),
-    secret("google_api_key", Critical, r"(?-u:\b)AIza[0-9A-Za-z_-]{35}"),
+    // Exactly 39 characters in practice; the upper bound lets a longer look-alike be redacted
+    // whole rather than leave a tail.
+    secret(
+        "google_api_key",
+        Critical,
+        r"(?-u:\b)AIza[0-9A-Za-z_-]{35,64}",
+    ),
     secret(
         "sendgrid_key",
         Critical,
@@ -146,6 +183,55 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         Critical,
         r"(?-u:\b)hf_[A-Za-z]{34}(?-u:\b)",
     ),
+    // Service tokens with a registered or documented prefix: Azure AD client secrets,
+    // HashiCorp Vault, DigitalOcean, Heroku, Databricks, Cloudflare, Doppler, Dynatrace,
+    // Atlassian, 1Password, Docker, Grafana, Google OAuth, age, Sourcegraph, Notion, Figma,
+    // Vercel, Linear, Postman, New Relic, Shopify, Square, Sentry, SonarQube, Supabase,
+    // PlanetScale, PostHog (personal), RubyGems, Facebook, Netlify, Brevo, Mailgun, Mailchimp,
+    // Twilio API keys.
+    secret(
+        "vendor_token",
+        Critical,
+        concat!(
+            r"(?-u:\b)(?:",
+            r"[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}",
+            r"|hv[sb]\.[A-Za-z0-9_-]{24,512}",
+            r"|do[opr]_v1_[a-f0-9]{64}",
+            r"|HRKU-[A-Za-z0-9_-]{36,64}",
+            r"|dapi[a-f0-9]{32}(?:-[0-9])?",
+            r"|cf(?:at|ut|k)_[A-Za-z0-9]{40,64}",
+            r"|dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,64}",
+            r"|dt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}",
+            r"|ATATT3[A-Za-z0-9_=-]{100,300}",
+            r"|ops_eyJ[A-Za-z0-9+/=_-]{100,4096}",
+            r"|dckr_(?:pat|oat)_[A-Za-z0-9_-]{27,64}",
+            r"|glc_eyJ[A-Za-z0-9+/=_-]{40,512}|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}",
+            r"|GOCSPX-[A-Za-z0-9_-]{28}|ya29\.[A-Za-z0-9_-]{30,512}",
+            r"|AGE-SECRET-KEY-1[0-9A-Z]{58}",
+            r"|sgp_(?:[a-fA-F0-9]{16}_|local_)?[a-fA-F0-9]{40}",
+            r"|ntn_[0-9]{11}[A-Za-z0-9]{35}",
+            r"|fig[dhu]_[A-Za-z0-9_-]{40,64}",
+            r"|vc[pkiar]_[A-Za-z0-9]{24,80}",
+            r"|lin_api_[A-Za-z0-9]{40}",
+            r"|PMAK-[a-f0-9]{24}-[a-f0-9]{34}",
+            r"|NRAK-[A-Z0-9]{27}",
+            r"|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}",
+            r"|sq0(?:atp|csp)-[A-Za-z0-9_-]{22,60}",
+            r"|sntry[su]_[A-Za-z0-9+/=_-]{40,512}",
+            r"|sq[pua]_[a-f0-9]{40}",
+            r"|sbp_(?:v0_)?[a-f0-9]{40}",
+            r"|pscale_(?:pw|tkn|oauth)_[A-Za-z0-9_.-]{32,64}",
+            r"|ph[xs]_[A-Za-z0-9]{40,64}",
+            r"|rubygems_[a-f0-9]{48}",
+            r"|EAA[MC][A-Za-z0-9]{100,512}",
+            r"|nfp_[A-Za-z0-9]{36}",
+            r"|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}",
+            r"|key-[a-f0-9]{32}",
+            r"|[0-9a-f]{32}-us[0-9]{1,2}",
+            r"|SK[0-9a-fA-F]{32}",
+            r")(?-u:\b)"
+        ),
+    ),
     // A signed JSON Web Token. Warning: JWTs appear in documentation and are often expired, but
     // a live one is a bearer credential, so the log sanitizer still redacts it.
     secret(
@@ -153,20 +239,39 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         Warning,
         r"(?-u:\b)eyJ[A-Za-z0-9_-]{8,4096}\.eyJ[A-Za-z0-9_-]{4,8192}(?:\.[A-Za-z0-9_-]{0,2048})?",
     ),
-    // --- Credentials inside URLs. ---
+    // --- Credentials inside URLs and command lines. ---
     // A database or broker URL with inline credentials; only the password is the secret, the
     // scheme, user and host stay readable. A password may contain a raw `@` (taken up to the
-    // last one before the host) but not `/`, `?`, `#` or whitespace.
+    // last one before the host) but not `/`, `?`, `#`, quotes or whitespace.
     secret(
         "db_connection_string",
         Critical,
-        r"(?i)(?-u:\b)(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|jdbc:[a-z]{2,12})://[^\s:@/?#]{0,128}:(?P<secret>[^\s/?#]{1,256})@[A-Za-z0-9\[]",
+        r#"(?i)(?-u:\b)(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|jdbc:[a-z]{2,12})://[^\s:@/?#'"]{0,128}:(?P<secret>[^\s/?#'"]{1,256})@[A-Za-z0-9\[]"#,
     ),
     // `user:password@` in any other URL.
     secret(
         "url_password",
         Critical,
-        r"(?i)(?-u:\b)[a-z][a-z0-9+.-]{1,20}://[^\s:@/?#'`<>]{1,128}:(?P<secret>[^\s/?#'`<>]{1,256})@[A-Za-z0-9\[]",
+        r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]{1,20}://[^\s:@/?#'"`<>]{1,128}:(?P<secret>[^\s/?#'"`<>]{1,256})@[A-Za-z0-9\[]"#,
+    ),
+    // `curl -u user:password` / `--user`. Tied to curl because `-u uid:gid` means something
+    // else to docker and friends.
+    secret(
+        "curl_user_password",
+        Critical,
+        concat!(
+            r#"(?-u:\b)curl[^\n]{0,256}?[ \t](?:-u|--user)[ \t]{1,4}(?:\\?["'])?[^\s:"']{0,64}(?:\\?["'])?:(?:\\?["'])?"#,
+            password_value!()
+        ),
+    ),
+    // `--password x`, `-Password 'x'`, `--token x`, `--api-key=x` on a command line.
+    secret(
+        "cli_secret_flag",
+        Critical,
+        concat!(
+            r#"(?i)(?:^|[ \t])--?(?:password|passwd|passphrase|pass|pwd|token|secret|api-?key|auth-token|access-token|client-secret)(?:[ \t]{1,4}|=)(?:\\?["'])?"#,
+            password_value!()
+        ),
     ),
     // --- Authorization headers. ---
     // Basic credentials are base64(user:password): always a secret.
@@ -179,16 +284,16 @@ pub(super) const PATTERNS: &[PatternDef] = &[
             r"basic[ \t]{1,4}(?P<secret>[A-Za-z0-9+/]{4,1024}={0,2})"
         ),
     ),
-    // `Authorization: <token>`, `Authorization: Token <t>`, `Api-Token: <t>`; Bearer is left to
-    // bearer_token. The value must contain a digit, which skips `$TOKEN`-style placeholders.
+    // `Authorization: <token>`, `Authorization: Token <t>`, `Api-Token: <t>`, NTLM; Bearer is
+    // left to bearer_token. The value must contain a digit, which skips `$TOKEN` placeholders.
     secret(
         "authorization_header",
         Critical,
         concat!(
             r"(?i)(?:authorization|api-token|x-api-key|x-auth-token|private-token)",
             assign!(),
-            r"(?:(?:token|api-token|apikey|key)[ \t]{1,4})?",
-            r"(?P<secret>[A-Za-z0-9._~+/=-]{7,512}[0-9][A-Za-z0-9._~+/=-]{0,512}|[A-Za-z0-9._~+/=-]{0,512}[0-9][A-Za-z0-9._~+/=-]{7,512})"
+            r"(?:(?:token|api-token|apikey|key|ntlm|negotiate)[ \t]{1,4})?",
+            token_value!("7")
         ),
     ),
     // `Bearer <token>` anywhere. Warning: documentation shows it constantly. The token must
@@ -196,7 +301,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
     secret(
         "bearer_token",
         Warning,
-        r"(?i)(?-u:\b)bearer[ \t]{1,4}(?P<secret>[A-Za-z0-9._~+/=-]{7,2048}[0-9][A-Za-z0-9._~+/=-]{0,2048}|[A-Za-z0-9._~+/=-]{0,2048}[0-9][A-Za-z0-9._~+/=-]{7,2048})",
+        concat!(r"(?i)(?-u:\b)bearer[ \t]{1,4}", token_value!("7")),
     ),
     // --- Key = value assignments (config files, env dumps, code, logs). ---
     // 32+ hex digits assigned to a secret-sounding key (HMAC keys, API secrets, salts).
@@ -215,30 +320,48 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "generic_api_key",
         Critical,
         concat!(
-            r"(?i)(?:api[_.-]?key|apikey|api[_.-]?secret|api[_.-]?token|access[_.-]?key(?:[_.-]?(?:id|secret))?|secret[_.-]?key|client[_.-]?secret|app[_.-]?secret|consumer[_.-]?secret|auth[_.-]?token|access[_.-]?token|refresh[_.-]?token|private[_.-]?token|account[_.-]?key)",
+            r"(?i)(?:api[_.-]?key|apikey|api[_.-]?secret|api[_.-]?token|access[_. -]?key(?:[_.-]?(?:id|secret))?|secret[_. -]?key|client[_.-]?secret|app[_.-]?secret|consumer[_.-]?secret|auth[_.-]?token|access[_.-]?token|refresh[_.-]?token|private[_.-]?token|account[_.-]?key)",
             assign!(),
-            r"(?P<secret>[A-Za-z0-9_./+=~-]{10,512}[0-9][A-Za-z0-9_./+=~-]{0,512}|[A-Za-z0-9_./+=~-]{0,512}[0-9][A-Za-z0-9_./+=~-]{10,512})"
+            token_value!("10")
         ),
     ),
-    // Other secret- and token-named keys with a 16+ character value including a digit.
+    // Other secret-, token- and credential-named keys with a token-like value including a digit.
+    // A lowercase keyword must start a word (`auth_token`, `token`), so `jsonwebtoken` and
+    // `tokenizer` are not keys; camel and upper case (`authToken`, `SONAR_TOKEN`) always count.
+    // Only plural and `key`/`value` suffixes are allowed, so `credentialsId` and
+    // `tokenCount` are names of something else.
     secret(
         "secret_assignment",
         Critical,
         concat!(
-            r"(?i)(?:secret|token|credential|signing[_.-]?key|encryption[_.-]?key|master[_.-]?key)[A-Za-z]{0,12}",
+            r"(?:(?:^|[^A-Za-z])(?:secret|token|credential)|Secret|Token|Credential|SECRET|TOKEN|CREDENTIAL|(?i:signing|encryption|master)[_.-]?(?i:key))",
+            r"(?:s|S|[_.-]?(?i:key|value|string))?",
             assign!(),
-            r"(?P<secret>[A-Za-z0-9_./+=~-]{8,512}[0-9][A-Za-z0-9_./+=~-]{0,512}|[A-Za-z0-9_./+=~-]{0,512}[0-9][A-Za-z0-9_./+=~-]{8,512})"
+            token_value!("8")
         ),
     ),
-    // Passwords: the value needs a digit or a symbol, and may not start like a placeholder or an
-    // expression (`$VAR`, `{{x}}`, `<pw>`, `***`, `(`, `[`).
+    // Passwords, including the common misspellings (`pswd`, `passwrd`), `pw`/`pwd`/`pass` when
+    // they start a word, typed declarations (`password: String = "..."`), comparisons and
+    // `#define PASSWORD "..."`, SQL `PASSWORD '...'`/`IDENTIFIED BY '...'`.
     secret(
         "password_assignment",
         Critical,
         concat!(
-            r"(?i)(?:passw(?:or)?d|passphrase|(?-u:\b)pwd|(?-u:\b)pw|(?-u:\b)pass)[A-Za-z_.-]{0,20}",
-            assign!(),
-            r#"(?P<secret>[^\s"'`<>$%{}\[\]()*;,\\][^\s"'`<>]{4,128}[0-9!@#^&?~+][^\s"'`<>]{0,128}|[^\s"'`<>$%{}\[\]()*;,\\][^\s"'`<>]{0,128}[0-9!@#^&?~+][^\s"'`<>]{4,128})"#
+            r#"(?:(?i:pa?s{1,2}w(?:o?r)?d|passphrase|identified[ \t]by)|(?:^|[^A-Za-z])(?i:pw|pwd|pass)|Pw|Pwd|PW|PWD|Pass|PASS)"#,
+            r#"(?:s|S|[_.-]?(?i:hash|value|string))?"#,
+            r#"(?::[ \t]{0,2}[A-Za-z][A-Za-z0-9_<>\[\]]{0,20}[ \t]{0,2}(?:=|:=))?"#,
+            r#"(?:(?:\\?["'])?[ \t]{0,4}(?::=|=>|===|!==|==|!=|[:=])[ \t]{0,4}(?:\\?["'`])?|[ \t]{1,4}\\?["'])"#,
+            password_value!()
+        ),
+    ),
+    // `<password>x</password>`, `<token name="t">x</token>` in XML and HTML-ish config.
+    secret(
+        "xml_secret",
+        Critical,
+        concat!(
+            r#"(?i)<(?:password|passwd|pwd|secret|token|api[_-]?key|client[_-]?secret|access[_-]?token)(?:[ \t][^>\n]{0,100})?>"#,
+            password_value!(),
+            r"</"
         ),
     ),
 ];
@@ -293,6 +416,18 @@ mod tests {
             "OPENAI=sk-proj-Xi8tdMjHV6pmbBbwilTeT3BlbkFJ3UDnpdEwNNm6wVBpYM0o",
             "sk-proj-Xi8tdMjHV6pmbBbwilTeT3BlbkFJ3UDnpdEwNNm6wVBpYM0o",
             "see the sk-learn-documentation-for-more-details page",
+        ),
+        (
+            "llm_api_key",
+            "GROQ_API_KEY=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",
+            "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",
+            "the gsk_short_name variable",
+        ),
+        (
+            "vendor_token",
+            "vault token hvs.CAESIP2jTxc9S2K7Z6CtcFWQv7-044m_oSsxnPE1H3nF89l3GiYKHGh2cy5sQmlI",
+            "hvs.CAESIP2jTxc9S2K7Z6CtcFWQv7-044m_oSsxnPE1H3nF89l3GiYKHGh2cy5sQmlI",
+            "see docs at hvs.example and ntn_123 and key-value stores",
         ),
         (
             "github_token",
@@ -391,6 +526,18 @@ mod tests {
             "https://url:8000/ @something else",
         ),
         (
+            "curl_user_password",
+            "curl --cacert ca.crt -u elastic:P@ssw0rd$1 https://localhost:9200",
+            "P@ssw0rd$1",
+            "docker run -u 1000:1000 image && curl -u \"${user}:${password}\" https://x",
+        ),
+        (
+            "cli_secret_flag",
+            "mysql -u root --password Sne3sd8AZjq",
+            "Sne3sd8AZjq",
+            "docker login --password-stdin --password $REGISTRY_PASSWORD",
+        ),
+        (
             "basic_auth",
             "Authorization: Basic YnJvd3Nlcjpzd29yZGZpc2g=",
             "YnJvd3Nlcjpzd29yZGZpc2g=",
@@ -431,6 +578,12 @@ mod tests {
             "DB_PASSWORD=Prl23Db#@x",
             "Prl23Db#@x",
             "password: String,",
+        ),
+        (
+            "xml_secret",
+            "<password name=\"password\">cackle!</password>",
+            "cackle!",
+            "<password>${DB_PASSWORD}</password>",
         ),
     ];
 
