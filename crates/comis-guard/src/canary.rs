@@ -237,7 +237,7 @@ fn view_char(c: char) -> ViewChar {
 /// Finds the next `ctkn` prefix at or after byte `from` in the normalized view and collects the
 /// 16 view characters that follow it (fewer only at a break or the end of the text).
 fn next_candidate(text: &str, from: usize) -> Option<Candidate> {
-    let tail = text.get(from..)?;
+    let raw = text.as_bytes();
     // Prefix progress and the byte range it covers so far.
     let mut matched = 0usize;
     let mut start = 0usize;
@@ -245,8 +245,25 @@ fn next_candidate(text: &str, from: usize) -> Option<Candidate> {
     let mut hex = [0u8; HEX_LEN];
     let mut got = 0usize;
     let mut gap = 0usize;
-    for (off, c) in tail.char_indices() {
-        let (pos, end) = (from + off, from + off + c.len_utf8());
+    let mut i = from;
+    while let Some(&b) = raw.get(i) {
+        if matched == 0 && b < 0x80 && b | 0x20 != b'c' {
+            // Outside a candidate only a `c`, or a non-ASCII character that may fold to one,
+            // can start the prefix: skip ahead without decoding.
+            match raw
+                .get(i..)
+                .and_then(|r| r.iter().position(|&b| b >= 0x80 || b | 0x20 == b'c'))
+            {
+                Some(k) => i += k,
+                None => break,
+            }
+            continue;
+        }
+        let Some(c) = text.get(i..).and_then(|r| r.chars().next()) else {
+            break;
+        };
+        let (pos, end) = (i, i + c.len_utf8());
+        i = end;
         let (bytes, n) = match view_char(c) {
             ViewChar::Alnum(bytes, n) => (bytes, n),
             ViewChar::Separator { visible } => {
