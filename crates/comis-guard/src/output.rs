@@ -316,8 +316,9 @@ pub(crate) fn marker(label: &str) -> String {
 ///
 /// Two adjustments: a value that overlaps a redaction marker already in the text is skipped, so
 /// a broad value class (a password may hold almost any character) cannot swallow an earlier
-/// marker on a second pass (redaction is idempotent); and a captured value's final `.` or `,` is left out when whitespace or the end
-/// of the text follows, because in prose that is the sentence's punctuation, not the secret's.
+/// marker on a second pass (redaction is idempotent); and a captured value's final `.` or `,`
+/// is left out when whitespace or the end of the text follows, because in prose that is the
+/// sentence's punctuation, not the secret's.
 pub(crate) fn for_each_secret(
     pattern: &crate::patterns::Pattern,
     text: &str,
@@ -351,10 +352,10 @@ pub(crate) fn for_each_secret(
         let Some(found) = text.get(value.clone()) else {
             break;
         };
-        if let Some(m) = markers
-            .iter()
-            .find(|m| m.start < value.end && value.start < m.end)
-        {
+        // Markers are sorted and disjoint: the first one ending after the value's start is the
+        // only one that can overlap it.
+        let first = markers.partition_point(|m| m.end <= value.start);
+        if let Some(m) = markers.get(first).filter(|m| m.start < value.end) {
             // Part of an earlier redaction: leave it, and look again from inside the marker,
             // where a shorter secret may start, exactly as the next pass would.
             let from = whole.start.max(m.start);
@@ -415,7 +416,8 @@ fn marker_spans(text: &str) -> Vec<Range<usize>> {
 
 /// Replaces every span with its marker, merging overlapping spans first so no byte between
 /// two overlapping secrets survives. The merged span keeps the label of the one that starts
-/// first (the longest, then the most specific, on a tie). Returns the new text and the number of markers.
+/// first (the longest, then the most specific, on a tie). Returns the new text and the number
+/// of markers.
 pub(crate) fn redact(text: &str, mut spans: Vec<Span>) -> (String, usize) {
     if spans.is_empty() {
         return (text.to_owned(), 0);
@@ -620,7 +622,8 @@ mod tests {
     fn scan_is_idempotent_on_its_output() {
         let g = guard();
         let text = "api_key=Ab3dEf6hIj9kLm2nOp5qRs url https://u:p4ss@h.example/ \
-                    -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+                    -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n\
+                    -----END PRIVATE KEY-----";
         let once = g.scan(text, None).text;
         let twice = g.scan(&once, None);
         assert_eq!(twice.text, once);

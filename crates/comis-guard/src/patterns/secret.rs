@@ -669,6 +669,123 @@ mod tests {
         }
     }
 
+    /// Samples from the public corpora in `shared/corpora/secrets`: gitleaks rule tests (MIT),
+    /// CredSweeper samples (MIT, Samsung) and detect-secrets plugin tests (Apache-2.0, Yelp).
+    /// Each line: expected pattern (or `None` for a labelled negative) and the text.
+    #[test]
+    fn corpus_samples() {
+        let reg = Registry::global().unwrap();
+        let set = reg.select(&[Family::Secret]).unwrap();
+        let cases: &[(Option<&str>, &str)] = &[
+            // gitleaks
+            (
+                Some("curl_user_password"),
+                "curl -s -v --user \"j.smith:dB2yF6@qL9vZm1P#4J\" \"https://api.contoso.org/user/me\"",
+            ),
+            (
+                Some("url_password"),
+                "http://cafeb4b3:d3adb33f@enterprise.contribsys.com:80/path?param1=true#heading1",
+            ),
+            (
+                Some("vendor_token"),
+                "-vaultToken hvs.CAESIP2jTxc9S2K7Z6CtcFWQv7-044m_oSsxnPE1H3nF89l3GiYKHGh2cy5sQmlIZVNyTWJNcDRsYWJpQjlhYjVlb1cQh6PL8wEYAg\"",
+            ),
+            (
+                Some("slack_webhook"),
+                "https://hooks.slack.com/workflows/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",
+            ),
+            (
+                Some("basic_auth"),
+                "curl -H 'Authorization: Basic YnJvd3Nlcjo=' \\",
+            ),
+            (
+                Some("authorization_header"),
+                "curl -H \"Authorization: Api-Token 22cb987851bc5659l29114c62e60c79abd0d2c08\"",
+            ),
+            (
+                None,
+                "report_access_id: e8e4df51-2054-49b0-ab1c-516ac95c691d",
+            ),
+            (
+                None,
+                "SRCREV_moby = \"43fc912ef59a83054ea7f6706df4d53a7dea4d80\"",
+            ),
+            (
+                None,
+                "LIC_FILES_CHKSUM = \"file://${WORKDIR}/license.html;md5=5c94767cedb5d6987c902ac850ded2c6\"",
+            ),
+            (
+                None,
+                "credentialsId: 'ff083f76-7804-4ef1-80e4-fe975bb9141b'",
+            ),
+            (
+                None,
+                "notes            = \"Maven - io.jsonwebtoken:jjwt-jackson-0.11.2\"",
+            ),
+            (None, "curl -u \"${_username}:${_password}\""),
+            (
+                None,
+                "curl --user neo4j:[PASSWORD] http://[IP]:7474/db/data/",
+            ),
+            (
+                None,
+                "curl -H \"Authorization: Bearer $(gcloud auth print-access-token)\"",
+            ),
+            (
+                None,
+                "-----BEGIN PGP PUBLIC KEY BLOCK-----\nVersion: GnuPG v2\n\nmQENBFOrMNcBCAC+gLI4s3bUkobS5NpOQbW",
+            ),
+            (None, "secretSize must be >= XXH3_SECRET_SIZE_MIN"),
+            // CredSweeper
+            (
+                Some("password_assignment"),
+                "CREATE USER chuck WITH PASSWORD 'SqLpa5sW0rD' SUPERUSER;",
+            ),
+            (
+                Some("slack_token"),
+                "xoxb-391809548274-4236212766789-i8EoyACELx2FYnSOkRPEpePN",
+            ),
+            (
+                Some("cli_secret_flag"),
+                "mysql -u root --password Sne3sd8AZjq",
+            ),
+            (Some("password_assignment"), "X3_PSWD=d37Yt1Jnv0-z"),
+            (
+                Some("llm_api_key"),
+                "xai-wjluCw1zixzDiYOxeeGtIwuHjIyax8SukK2lFWtBRn1yfEPMQzv63sMCd1nzqylpuDXQjEGd19OJi3cL",
+            ),
+            (None, "password: <PostgreSQL PW>"),
+            (None, "    type=\"password\""),
+            (None, "    private static final byte JAVA_BYTE = 123;"),
+            (
+                None,
+                "fp_tokenized_value=\"b035d48j9X2dfjF0hb9sd8Guf5hWu2ia\"",
+            ),
+            // detect-secrets
+            (
+                Some("discord_bot_token"),
+                "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs",
+            ),
+            (
+                Some("generic_api_key"),
+                "AccountKey=lJzRc1YdHaAA2KCNJJ1tkYwF/+mKK6Ygw0NGe170Xu592euJv2wYUtBlV8z+qnlcNQSnIYVTkLWntUO1F8j8rQ==",
+            ),
+            (Some("aws_access_key"), "ASIAZZZZZZZZZZZZZZZZ"),
+            (None, "akiazzzzzzzzzzzzzzzz"),
+            (None, "foo:AAH1bjqpKKW3maRSPAxzIU-0v6xNuq2-NjM"),
+            (None, "pk_live_j5krY8XTgIcDaHDb3YrsAfCl"),
+            (None, "https://url:8000 @something else"),
+            (None, "//registry.npmjs.org/:_authToken=${NPM_TOKEN}"),
+        ];
+        for &(want, text) in cases {
+            let hits: Vec<&str> = set.matching(text).iter().map(|p| p.name()).collect();
+            match want {
+                Some(name) => assert!(hits.contains(&name), "{text:?}: {hits:?}"),
+                None => assert!(hits.is_empty(), "{text:?}: {hits:?}"),
+            }
+        }
+    }
+
     #[test]
     fn password_with_at_sign_in_url_is_captured_whole() {
         assert_eq!(
