@@ -204,7 +204,10 @@ impl CommandValidator {
             hits.push_pattern(p.name(), p.category(), None);
         }
 
-        for seg in &segments {
+        let mut state = LineState::default();
+        for raw_seg in &segments {
+            let substituted = state.substitute(raw_seg);
+            let seg = substituted.as_ref().unwrap_or(raw_seg);
             for w in seg
                 .words
                 .iter()
@@ -218,10 +221,11 @@ impl CommandValidator {
                     );
                 }
             }
-            check_redirects(seg, hits);
+            check_redirects(seg, &state, hits);
 
             let Some(view) = CommandView::resolve(seg) else {
                 check_ifs_assignments(seg, None, hits);
+                state.record(seg, None);
                 continue;
             };
             let snippet = truncate(&view.canonical, 100);
@@ -235,7 +239,8 @@ impl CommandValidator {
             }
             check_command_word(seg, &view, hits);
             check_ifs_assignments(seg, Some(&view), hits);
-            check_mutation_paths(seg, &view, hits);
+            check_mutation_paths(seg, &view, &state, hits);
+            state.record(seg, Some(&view));
 
             for (nested, via) in view.nested_commands(seg) {
                 if depth + 1 > MAX_NESTING {
@@ -1805,6 +1810,177 @@ fn is_assignment(t: &str) -> bool {
     }
 }
 
+/// What earlier commands of the same line tell the later ones: literal variable values
+/// (`d=/etc; rm $d/hosts`) and the working directory (`cd /etc && rm hosts`). Only values a
+/// shell cannot split or glob are remembered; anything else makes the variable unknown again.
+#[derive(Debug, Default)]
+struct LineState {
+    vars: Vec<(String, String)>,
+    /// An absolute path, or `~` / `~/…` for the home directory.
+    cwd: Option<String>,
+}
+
+impl LineState {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set(&mut self, name: &str, value: Option<&str>) {
+        self.vars.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            self.vars.push((name.to_string(), v.to_string()));
+        }
+    }
+
+    /// The segment with known `$NAME` / `${NAME}` replaced, if anything changed.
+    fn substitute(&self, seg: &Segment) -> Option<Segment> {
+        if self.vars.is_empty() {
+            return None;
+        }
+        let mut out = seg.clone();
+        let mut changed = false;
+        let targets = out.redirects.iter_mut().filter_map(|r| r.target.as_mut());
+        for w in out.words.iter_mut().chain(targets) {
+            if !w.dynamic {
+                continue;
+            }
+            if let Some(t) = self.expand(&w.text) {
+                w.dynamic = t.contains(['$', '`']);
+                w.text = t;
+                changed = true;
+            }
+        }
+        changed.then_some(out)
+    }
+
+    fn expand(&self, text: &str) -> Option<String> {
+        let mut out = String::with_capacity(text.len());
+        let mut changed = false;
+        let mut rest = text;
+        while let Some(p) = rest.find('$') {
+            out.push_str(rest.get(..p).unwrap_or(""));
+            let after = rest.get(p + 1..).unwrap_or("");
+            let (name, consumed) = match after.strip_prefix('{') {
+                Some(inner) => match inner.find('}') {
+                    Some(close) => (inner.get(..close).unwrap_or(""), close + 2),
+                    None => ("", 0),
+                },
+                None => {
+                    let n = after
+                        .bytes()
+                        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                        .count();
+                    (after.get(..n).unwrap_or(""), n)
+                }
+            };
+            match self.get(name).filter(|_| is_name(name)) {
+                Some(v) => {
+                    out.push_str(v);
+                    rest = after.get(consumed..).unwrap_or("");
+                    changed = true;
+                }
+                None => {
+                    out.push('$');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        changed.then_some(out)
+    }
+
+    fn record(&mut self, seg: &Segment, view: Option<&CommandView>) {
+        let name = view.map_or("", |v| v.name.as_str());
+        let idx = view.map_or(seg.words.len(), |v| v.idx);
+        let declares = matches!(
+            name,
+            "export" | "declare" | "typeset" | "local" | "readonly"
+        );
+        // Prefix assignments (`X=1 cmd`) last only for that command.
+        let persistent: Box<dyn Iterator<Item = &Word>> = if view.is_none() {
+            Box::new(seg.words.iter())
+        } else if declares {
+            Box::new(seg.words.iter().skip(idx + 1))
+        } else {
+            Box::new(std::iter::empty())
+        };
+        for w in persistent {
+            if !is_assignment(&w.skeleton) {
+                continue;
+            }
+            let Some((lhs, value)) = w.text.split_once('=') else {
+                continue;
+            };
+            let plain = is_name(lhs);
+            let var = lhs.split(['[', '+']).next().unwrap_or(lhs);
+            let safe = plain
+                && !w.dynamic
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_./~:@%+=,-".contains(c));
+            self.set(var, safe.then_some(value));
+        }
+        let args = seg.words.get(idx + 1..).unwrap_or(&[]);
+        match name {
+            "read" | "mapfile" | "readarray" | "for" | "select" | "getopts" | "unset" => {
+                for a in args.iter().filter(|a| is_name(&a.text)) {
+                    self.set(&a.text, None);
+                }
+            }
+            "cd" | "pushd" => {
+                let target = args
+                    .iter()
+                    .find(|a| !a.text.starts_with('-') || a.text == "-");
+                self.cwd = match target {
+                    None => Some("~".to_string()),
+                    Some(t) if t.dynamic || t.text == "-" => None,
+                    Some(t) => self.resolve_path(&t.text),
+                };
+            }
+            _ => {}
+        }
+    }
+
+    /// Absolute or home-relative spelling of a path, using the known working directory.
+    fn resolve_path(&self, path: &str) -> Option<String> {
+        if path.starts_with('/') {
+            return Some(normalize_abs(path));
+        }
+        if path == "~" || path.starts_with("~/") {
+            return Some(format!("~/{}", normalize_rel(path.get(1..).unwrap_or(""))));
+        }
+        let cwd = self.cwd.as_deref()?;
+        if cwd.starts_with('/') {
+            Some(normalize_abs(&format!("{cwd}/{path}")))
+        } else {
+            let base = cwd.get(1..).unwrap_or("");
+            Some(format!("~/{}", normalize_rel(&format!("{base}/{path}"))))
+        }
+    }
+
+    /// The word, re-spelled against the known working directory when it is relative.
+    fn locate(&self, w: &Word) -> Word {
+        let t = w.text.as_str();
+        let relative = !t.is_empty() && !t.starts_with(['/', '~', '$']);
+        match self
+            .cwd
+            .as_ref()
+            .filter(|_| relative)
+            .and_then(|_| self.resolve_path(t))
+        {
+            Some(p) => Word {
+                text: p,
+                ..w.clone()
+            },
+            None => w.clone(),
+        }
+    }
+}
+
 /// `IFS=` changes how every later expansion splits into words, which lets a command hide
 /// its real arguments. The one common, harmless use is a prefix on `read` (`while IFS= read
 /// -r line`), where it only affects how `read` splits its input: that is allowed.
@@ -2012,9 +2188,10 @@ fn home_relative(text: &str, normalized_abs: Option<&str>) -> Option<String> {
         .map(|(_, inner)| inner.to_string())
 }
 
-/// The literal text before the first glob character, with its directory part normalised.
+/// The literal text before the first glob character or expansion, with its directory part
+/// normalised.
 fn glob_literal_prefix(text: &str) -> Option<String> {
-    let g = text.find(['*', '?', '['])?;
+    let g = text.find(['*', '?', '[', '$', '`'])?;
     let prefix = text.get(..g).unwrap_or("");
     let dir_end = prefix.rfind('/').map_or(0, |i| i + 1);
     let mut lit = normalize_abs(prefix.get(..dir_end).unwrap_or("/"));
@@ -2035,12 +2212,14 @@ fn protected_reason(w: &Word) -> Option<String> {
         return None;
     }
     let home_prefixed = t.starts_with("$HOME") || t.starts_with("${HOME}");
-    if w.dynamic && !home_prefixed {
+    if w.dynamic && !home_prefixed && !t.starts_with('/') {
         return None;
     }
     let abs = t.starts_with('/').then(|| normalize_abs(t));
     if let Some(p) = abs.as_deref() {
-        if w.glob {
+        // An unknown expansion may be empty or anything: judge it like a glob.
+        let open_ended = w.glob || (w.dynamic && !home_prefixed);
+        if open_ended {
             if let Some(lit) = glob_literal_prefix(t) {
                 let hit = PROTECTED_PATHS.iter().any(|x| x.starts_with(lit.as_str()))
                     || PROTECTED_PREFIXES
@@ -2048,7 +2227,7 @@ fn protected_reason(w: &Word) -> Option<String> {
                         .chain(DEVICE_PREFIXES)
                         .any(|x| lit.starts_with(x) || x.starts_with(lit.as_str()));
                 if hit {
-                    return Some(format!("glob '{t}' that can match protected system paths"));
+                    return Some(format!("'{t}', which can expand to protected system paths"));
                 }
             }
         } else if PROTECTED_PATHS.contains(&p) {
@@ -2061,7 +2240,7 @@ fn protected_reason(w: &Word) -> Option<String> {
     }
     if let Some(rest) = home_relative(t, abs.as_deref()) {
         let lit = if w.glob {
-            rest.find(['*', '?', '['])
+            rest.find(['*', '?', '[', '$'])
                 .and_then(|g| rest.get(..g))
                 .map(str::to_string)
         } else {
@@ -2086,7 +2265,7 @@ fn protected_reason(w: &Word) -> Option<String> {
     None
 }
 
-fn check_redirects(seg: &Segment, hits: &mut Hits) {
+fn check_redirects(seg: &Segment, state: &LineState, hits: &mut Hits) {
     for r in &seg.redirects {
         let Some(t) = &r.target else { continue };
         let writes = match r.op {
@@ -2097,7 +2276,7 @@ fn check_redirects(seg: &Segment, hits: &mut Hits) {
         if !writes {
             continue;
         }
-        if let Some(why) = protected_reason(t) {
+        if let Some(why) = protected_reason(&state.locate(t)) {
             hits.push(
                 Blocker::Redirect,
                 "redirect_protected_path",
@@ -2108,7 +2287,7 @@ fn check_redirects(seg: &Segment, hits: &mut Hits) {
 }
 
 /// Path operands of a mutating command (words after the program that are not options).
-fn check_mutation_paths(seg: &Segment, view: &CommandView, hits: &mut Hits) {
+fn check_mutation_paths(seg: &Segment, view: &CommandView, state: &LineState, hits: &mut Hits) {
     let args = seg.words.get(view.idx + 1..).unwrap_or(&[]);
     let name = view.name.as_str();
     let operands = || {
@@ -2166,7 +2345,10 @@ fn check_mutation_paths(seg: &Segment, view: &CommandView, hits: &mut Hits) {
                 .cloned(),
         );
     }
-    if let Some(why) = targets.iter().find_map(protected_reason) {
+    if let Some(why) = targets
+        .iter()
+        .find_map(|t| protected_reason(&state.locate(t)))
+    {
         hits.push(
             Blocker::Path,
             "mutation_protected_path",

@@ -278,7 +278,9 @@ pub(super) const PATTERNS: &[PatternDef] = &[
     deny(
         "ansi_c_quoting",
         "exec_obfuscation",
-        r"\$'[^']{0,1000}\\(?:x[0-9A-Fa-f]|u[0-9A-Fa-f]|U[0-9A-Fa-f]|[1-7]|0[0-7]|c)",
+        // The body is read in escape pairs, so `\\2` (escaped backslash, then 2) and `\'`
+        // (an escaped quote, which does not end the string) are both understood.
+        r"\$'(?:[^'\\]|\\[^xuUc0-7]|\\0){0,500}\\(?:x[0-9A-Fa-f]|u[0-9A-Fa-f]|U[0-9A-Fa-f]|[1-7]|0[0-7]|c)",
     ),
     deny(
         "variable_slice_obfuscation",

@@ -613,6 +613,7 @@ fn ansi_c_and_obfuscation() {
         "echo hello world",
         "read -r -d $'\\0' f < list",
         "printf '%s\\n' $'tab\\there'",
+        "sed -ne $'s/\\\\(a\\\\)/\\\\1/p' file",
     ] {
         allowed(cmd);
     }
@@ -926,6 +927,38 @@ fn redirects_to_protected_paths() {
     ] {
         allowed(cmd);
     }
+}
+
+#[test]
+fn earlier_assignments_and_cd_inform_later_commands() {
+    check_table(
+        &[
+            ("x=/; rm -rf $x", Blocker::Denylist),
+            ("d=/etc; rm $d/hosts", Blocker::Path),
+            ("export D=/usr/bin; cp x \"$D\"", Blocker::Path),
+            ("c=rm; $c -rf ~", Blocker::Denylist),
+            ("c='rm -rf'; $c /", Blocker::Desync),
+            ("f=~/.bashrc; echo x >> $f", Blocker::Redirect),
+            ("cd /etc && rm hosts", Blocker::Path),
+            ("cd / && rm -rf *", Blocker::Path),
+            ("cd ~/.config && rm -rf autostart", Blocker::Path),
+            ("cd /var && echo x > log/syslog", Blocker::Redirect),
+            ("rm -rf /$x", Blocker::Path),
+            ("rm -rf /usr/bin/$tool", Blocker::Path),
+            ("echo x > /home/$USER/.bashrc", Blocker::Redirect),
+        ],
+        &[
+            "x=build; rm -rf $x",
+            "cd /tmp && rm -rf work",
+            "cd src && rm old.txt",
+            "X=/etc cmd; rm -rf $X",
+            "d=/etc; read d; rm $d/hosts",
+            "rm -rf /tmp/$x",
+            "rm -rf ~/$PROJECT",
+            "cd /etc && cat hosts",
+            "cd - && rm hosts",
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
