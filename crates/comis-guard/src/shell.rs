@@ -225,6 +225,9 @@ impl CommandValidator {
 
             let Some(view) = CommandView::resolve(seg) else {
                 check_ifs_assignments(seg, None, hits);
+                for (nested, via) in check_inline_env(seg, None, hits) {
+                    self.analyze_nested(&nested, via, depth, hits);
+                }
                 state.record(seg, None);
                 continue;
             };
@@ -239,23 +242,28 @@ impl CommandValidator {
             }
             check_command_word(seg, &view, hits);
             check_ifs_assignments(seg, Some(&view), hits);
+            let helper_commands = check_inline_env(seg, Some(&view), hits);
             check_mutation_paths(seg, &view, &state, hits);
             state.record(seg, Some(&view));
 
-            for (nested, via) in view.nested_commands(seg) {
-                if depth + 1 > MAX_NESTING {
-                    hits.push(
-                        Blocker::Desync,
-                        "nesting_too_deep",
-                        format!("command strings nested more than {MAX_NESTING} levels deep (via `{via}`)"),
-                    );
-                    continue;
-                }
-                let saved = std::mem::replace(&mut hits.context, format!("in `{via}` string: "));
-                self.analyze(&nested, depth + 1, hits);
-                hits.context = saved;
+            for (nested, via) in view.nested_commands(seg).into_iter().chain(helper_commands) {
+                self.analyze_nested(&nested, via, depth, hits);
             }
         }
+    }
+
+    fn analyze_nested(&self, nested: &str, via: &str, depth: usize, hits: &mut Hits) {
+        if depth + 1 > MAX_NESTING {
+            hits.push(
+                Blocker::Desync,
+                "nesting_too_deep",
+                format!("command strings nested more than {MAX_NESTING} levels deep (via `{via}`)"),
+            );
+            return;
+        }
+        let saved = std::mem::replace(&mut hits.context, format!("in `{via}` string: "));
+        self.analyze(nested, depth + 1, hits);
+        hits.context = saved;
     }
 }
 
@@ -480,6 +488,16 @@ fn pattern_reason(name: &str) -> &'static str {
         "psql_pipe_output" => "psql output piped into a program",
         "ssh_command_option" => "ssh option that runs a local command (ProxyCommand, LocalCommand)",
         "git_command_option" => "git option or transport that runs an arbitrary command",
+        "git_config_override_command" => {
+            "git -c override of a setting that runs a command (pager, editor, askpass, alias)"
+        }
+        "download_then_execute" => "Download followed by running a script in the same command",
+        "crontab_modify" => {
+            "Installing or removing crontab entries (persistence); use the cron tool instead"
+        }
+        "container_host_escape" => {
+            "Container with host root, host PID namespace, privileges or the docker socket (host escape)"
+        }
         "tar_command_option" => "tar option that runs an arbitrary command",
         "ifs_reference" | "ifs_expansion" => "IFS variable usage could bypass security validation",
         "proc_environ" => {
@@ -1979,6 +1997,59 @@ impl LineState {
             None => w.clone(),
         }
     }
+}
+
+/// The env gate's named variables set by the command line itself (`LD_PRELOAD=x ls`,
+/// `export BASH_ENV=…`, `env NODE_OPTIONS=… node`), which would otherwise walk around the
+/// allowlist on the exec tool's `env` parameter. Only real shell assignments count: prefixes
+/// of the command (and of `env`/`sudo`), bare assignments, and `export`/`declare` arguments;
+/// `vercel -e ENV=x` is an argument, not an assignment. Variables whose value is itself a
+/// command line (`EDITOR`, `GIT_SSH_COMMAND`, ...) are not refused outright: their value is
+/// returned to be validated as a nested command. `IFS` has its own gate.
+fn check_inline_env(
+    seg: &Segment,
+    view: Option<&CommandView>,
+    hits: &mut Hits,
+) -> Vec<(String, &'static str)> {
+    let idx = view.map_or(seg.words.len(), |v| v.idx);
+    let declares = view.is_some_and(|v| {
+        matches!(
+            v.name.as_str(),
+            "export" | "declare" | "typeset" | "local" | "readonly"
+        )
+    });
+    let mut nested = Vec::new();
+    for (i, w) in seg.words.iter().enumerate() {
+        let assignment = is_assignment(&w.skeleton);
+        let counts = if i < idx {
+            assignment
+        } else {
+            // `export LD_PRELOAD` exports a value set earlier on the line.
+            declares && i > idx && (assignment || is_name(&w.text))
+        };
+        if !counts {
+            continue;
+        }
+        let name = w.skeleton.split(['=', '+', '[']).next().unwrap_or("");
+        if name == "IFS" {
+            continue;
+        }
+        let Some((finding, why)) = env_risk(name) else {
+            continue;
+        };
+        let value = w.text.split_once('=').map(|(_, v)| v);
+        match value {
+            Some(v) if finding == "env_helper_command" => {
+                nested.push((v.to_string(), "helper variable"))
+            }
+            _ => hits.push(
+                Blocker::Env,
+                finding,
+                format!("Environment variable '{name}' set in the command is blocked: it {why}"),
+            ),
+        }
+    }
+    nested
 }
 
 /// `IFS=` changes how every later expansion splits into words, which lets a command hide

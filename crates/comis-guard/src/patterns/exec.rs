@@ -189,7 +189,9 @@ pub(super) const PATTERNS: &[PatternDef] = &[
     deny(
         "kill_all_processes",
         "exec_destructive",
-        r"^(?:kill\s(?:\S{1,20}\s){1,3}-1|killall5)(?:$|\s)",
+        // PID 1 (init, or the container's only process) or -1 (every process), as the last
+        // argument; `kill -1 1234` (SIGHUP to 1234) does not match.
+        r"^(?:kill\s(?:-[1-9A-Za-z][A-Za-z0-9+]{0,19}\s|-s\s[A-Za-z0-9+]{1,20}\s|--signal\s\S{1,20}\s)?-?1$|killall5(?:$|\s))",
     ),
     // --- Sensitive files --------------------------------------------------------------------
     deny(
@@ -360,6 +362,26 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "git_command_option",
         "exec_argument_injection",
         r#"(?:^|[\s'"=])(?i:--upload-pack|--receive-pack|core\.sshcommand|core\.fsmonitor|core\.hookspath|protocol\.ext\.allow|ext::)"#,
+    ),
+    deny(
+        "git_config_override_command",
+        "exec_argument_injection",
+        r#"(?-u:\b)git\s(?:[^;&|\n]{0,200}\s)?-c\s{0,3}['"]?(?i:core\.(?:pager|editor|askpass|gitproxy)|sequence\.editor|diff\.external|credential\.helper|alias\.)"#,
+    ),
+    deny(
+        "download_then_execute",
+        "exec_indirect_execution",
+        r"(?-u:\b)(?:curl|wget|fetch|aria2c)(?-u:\b)[^\n]{0,500}(?:&&|;|\|\|)\s{0,5}(?:sudo\s{1,5})?(?:(?:ba|z|da|k)?sh|python[0-9.]{0,4}|perl|ruby|node)\s{1,5}\S",
+    ),
+    deny(
+        "crontab_modify",
+        "exec_persistence",
+        r"^crontab\s(?:-u\s\S{1,40}\s)?(?:-r|-ri|-ir|-|[^-\s]\S*)(?:$|\s)",
+    ),
+    deny(
+        "container_host_escape",
+        "exec_privilege_escalation",
+        r#"(?-u:\b)(?:docker|podman|nerdctl)(?-u:\b)[^;&|\n]{0,300}(?:--privileged|\s-v\s{0,3}['"]?/:|--volume[=\s]['"]?/:|source=/,|--pid[=\s]host|docker\.sock)"#,
     ),
     deny(
         "tar_command_option",
