@@ -158,10 +158,12 @@ pub struct EnvVerdict {
 /// The exec validator with its registry patterns compiled. Build once, share freely.
 #[derive(Debug, Clone)]
 pub struct CommandValidator {
-    /// Every `ExecDeny` pattern except the pipe-target ones.
+    /// Every `ExecDeny` pattern except the pipe-target and conditional ones.
     deny: PatternSet,
     /// `pipe_*` patterns, matched only on commands that read a pipe.
     pipe: PatternSet,
+    /// `subst_*` patterns, matched only on lines that evaluate arithmetic.
+    arith: PatternSet,
 }
 
 static DEFAULT_VALIDATOR: LazyLock<Result<CommandValidator, GuardError>> =
@@ -171,11 +173,22 @@ impl CommandValidator {
     /// Selects the [`Family::ExecDeny`] patterns from the global registry.
     pub fn new() -> Result<Self, GuardError> {
         let reg = Registry::global()?;
-        let deny =
-            reg.select_where(|d| d.family == Family::ExecDeny && !d.name.starts_with(PIPE_PREFIX))?;
-        let pipe =
-            reg.select_where(|d| d.family == Family::ExecDeny && d.name.starts_with(PIPE_PREFIX))?;
-        Ok(CommandValidator { deny, pipe })
+        let exec = |prefix: Option<&'static str>| {
+            reg.select_where(move |d| {
+                let conditional =
+                    d.name.starts_with(PIPE_PREFIX) || d.name.starts_with(ARITH_PREFIX);
+                d.family == Family::ExecDeny
+                    && match prefix {
+                        Some(p) => d.name.starts_with(p),
+                        None => !conditional,
+                    }
+            })
+        };
+        Ok(CommandValidator {
+            deny: exec(None)?,
+            pipe: exec(Some(PIPE_PREFIX))?,
+            arith: exec(Some(ARITH_PREFIX))?,
+        })
     }
 
     /// Validates one command line.
@@ -205,6 +218,7 @@ impl CommandValidator {
         }
 
         let mut state = LineState::default();
+        let mut arithmetic = false;
         for raw_seg in &segments {
             let substituted = state.substitute(raw_seg);
             let seg = substituted.as_ref().unwrap_or(raw_seg);
@@ -222,6 +236,15 @@ impl CommandValidator {
                 }
             }
             check_redirects(seg, &state, hits);
+            arithmetic |= seg.arith
+                || seg.words.iter().any(|w| {
+                    w.subscript_expansion
+                        || (is_assignment(&w.skeleton)
+                            && w.skeleton
+                                .split('=')
+                                .next()
+                                .is_some_and(|n| n.contains('[')))
+                });
 
             let Some(view) = CommandView::resolve(seg) else {
                 check_ifs_assignments(seg, None, hits);
@@ -231,6 +254,7 @@ impl CommandValidator {
                 state.record(seg, None);
                 continue;
             };
+            arithmetic |= evaluates_arithmetic(seg, &view);
             let snippet = truncate(&view.canonical, 100);
             for p in self.deny.matching(&view.canonical) {
                 hits.push_pattern(p.name(), p.category(), Some(&snippet));
@@ -248,6 +272,11 @@ impl CommandValidator {
 
             for (nested, via) in view.nested_commands(seg).into_iter().chain(helper_commands) {
                 self.analyze_nested(&nested, via, depth, hits);
+            }
+        }
+        if arithmetic {
+            for p in self.arith.matching(cmd) {
+                hits.push_pattern(p.name(), p.category(), None);
             }
         }
     }
@@ -411,10 +440,13 @@ impl Hits {
 }
 
 const PIPE_PREFIX: &str = "pipe_";
+const ARITH_PREFIX: &str = "subst_";
 
 fn blocker_for_pattern(name: &str) -> Blocker {
     if name.starts_with(PIPE_PREFIX) {
         Blocker::Pipe
+    } else if name.starts_with(ARITH_PREFIX) {
+        Blocker::Substitution
     } else if name.starts_with("zsh_") {
         Blocker::Zsh
     } else if name.starts_with("ifs_") {
@@ -499,6 +531,9 @@ fn pattern_reason(name: &str) -> &'static str {
             "Container with host root, host PID namespace, privileges or the docker socket (host escape)"
         }
         "tar_command_option" => "tar option that runs an arbitrary command",
+        "subst_arithmetic_subscript" => {
+            "Array subscript holding a command substitution in a line that evaluates arithmetic: bash runs it even from inside quotes"
+        }
         "ifs_reference" | "ifs_expansion" => "IFS variable usage could bypass security validation",
         "proc_environ" => {
             "Access to /proc/*/environ is blocked (environment variable exfiltration)"
@@ -628,6 +663,8 @@ struct Word {
     dynamic: bool,
     /// An unquoted glob character occurs in the word.
     glob: bool,
+    /// A `${name[…]}` expansion occurs: its subscript is evaluated arithmetically.
+    subscript_expansion: bool,
     /// The word's unquoted structure: quoted and expanded spans each become `_`. Brace
     /// expansion is judged on this.
     skeleton: String,
@@ -670,6 +707,8 @@ struct Segment {
     end: usize,
     /// Standard input comes from a pipe.
     piped: bool,
+    /// Opened by `((`: an arithmetic command.
+    arith: bool,
     words: Vec<Word>,
     redirects: Vec<Redirect>,
 }
@@ -768,6 +807,7 @@ impl Lexer<'_, '_> {
         let mut cur = Segment::default();
         let mut depth = 0usize;
         let mut last_op: Option<Op> = None;
+        let mut last_op_at = usize::MAX - 1;
 
         loop {
             self.skip_blanks();
@@ -855,12 +895,18 @@ impl Lexer<'_, '_> {
                     cur.end = op_at;
                     segs.push(std::mem::take(&mut cur));
                 }
+                // `((` with nothing between: an arithmetic command, not two subshells.
+                let arith = op == Op::OpenParen
+                    && last_op == Some(Op::OpenParen)
+                    && last_op_at + 1 == op_at;
                 cur = Segment {
                     start: self.i,
                     piped,
+                    arith,
                     ..Segment::default()
                 };
                 last_op = Some(op);
+                last_op_at = op_at;
                 continue;
             }
 
@@ -1197,6 +1243,8 @@ impl Lexer<'_, '_> {
                 };
                 if let Some(inner) = s.get(start + 2..inner_end) {
                     scan_substitutions(inner, self.hits);
+                    let name = inner.trim_start_matches(['!', '#']).split('[').next();
+                    w.subscript_expansion |= inner.contains('[') && name.is_some_and(is_name);
                 }
                 w.push_expansion(s.get(start..end).unwrap_or(""));
                 self.i = end;
@@ -2050,6 +2098,31 @@ fn check_inline_env(
         }
     }
     nested
+}
+
+/// Whether this command evaluates its arguments arithmetically, where bash expands array
+/// subscripts (and the substitutions in them) even from quoted strings: `[[ x -eq y ]]`,
+/// `let`, and `declare`-style builtins with `-i`, `-a` or `-A`.
+fn evaluates_arithmetic(seg: &Segment, view: &CommandView) -> bool {
+    let args = || {
+        seg.words
+            .iter()
+            .skip(view.idx + 1)
+            .filter(|w| w.quote_parts == 0)
+    };
+    match view.name.as_str() {
+        "[[" => args().any(|w| {
+            matches!(
+                w.text.as_str(),
+                "-eq" | "-ne" | "-lt" | "-le" | "-gt" | "-ge"
+            )
+        }),
+        "let" => true,
+        "declare" | "typeset" | "local" | "readonly" | "export" => {
+            args().any(|w| w.text.starts_with('-') && w.text.contains(['i', 'a', 'A']))
+        }
+        _ => false,
+    }
 }
 
 /// `IFS=` changes how every later expansion splits into words, which lets a command hide

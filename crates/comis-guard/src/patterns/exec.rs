@@ -7,8 +7,8 @@
 //! program is what runs"; unanchored ones mean "this text appears anywhere".
 //!
 //! The name prefix decides which gate of the validator reports a match:
-//! `pipe_*` (only checked on commands that read a pipe), `zsh_*`, `ifs_*`, `proc_*`; every other
-//! name is the denylist gate. The validator keeps one human-readable reason per name and a test
+//! `pipe_*` (only checked on commands that read a pipe), `subst_*`, `zsh_*`, `ifs_*`, `proc_*`;
+//! every other name is the denylist gate. The validator keeps one human-readable reason per name and a test
 //! there makes sure no pattern here lacks one.
 
 use super::{Family, PatternDef, Source};
@@ -387,6 +387,16 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "tar_command_option",
         "exec_argument_injection",
         r#"(?i:--checkpoint-action\s{0,3}=?\s{0,3}['"]?exec|--to-command|--info-script|--new-volume-script)"#,
+    ),
+    // --- Substitution hidden in quotes (gate `substitution`) ------------------------------------
+    // Bash evaluates array subscripts arithmetically in `[[ x -eq y ]]`, `(( ))`, `declare -i`
+    // assignments and `${a[…]}`, and that evaluation runs `$(…)` even from a single-quoted
+    // string: `[[ 'a[$(id)]' -eq 0 ]]` runs id. A `[` followed by a substitution before its `]`
+    // is that trick's signature.
+    deny(
+        "subst_arithmetic_subscript",
+        "exec_substitution",
+        r"\[[^\]\n]{0,100}?(?:\$\(|`)",
     ),
     // --- IFS manipulation (gate `ifs`) ----------------------------------------------------------
     deny("ifs_reference", "exec_ifs", r"\$IFS(?:$|[^A-Za-z0-9_])"),

