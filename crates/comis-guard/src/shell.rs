@@ -268,6 +268,7 @@ impl CommandValidator {
             check_ifs_assignments(seg, Some(&view), hits);
             let helper_commands = check_inline_env(seg, Some(&view), hits);
             check_mutation_paths(seg, &view, &state, hits);
+            check_sensitive_paths(seg, &view, &state, hits);
             state.record(seg, Some(&view));
 
             for (nested, via) in view.nested_commands(seg).into_iter().chain(helper_commands) {
@@ -476,6 +477,8 @@ fn pattern_reason(name: &str) -> &'static str {
         "system_runlevel" => "Changing the runlevel (init 0 / init 6)",
         "systemctl_power" => "Powering off, rebooting or isolating the host through systemctl",
         "kill_all_processes" => "Killing every process",
+        "setuid_bit" => "Setting the setuid or setgid bit",
+        "file_capabilities" => "Granting file capabilities (setcap)",
         "etc_credential_file" => "Access to a sensitive system file (passwd, shadow, sudoers)",
         "ssh_directory" => "Access to an SSH key directory",
         "credential_store" => {
@@ -2312,12 +2315,8 @@ fn normalize_rel(path: &str) -> String {
 /// The path relative to a home directory, for `~/x`, `~user/x`, `$HOME/x`, `${HOME}/x`,
 /// `/root/x` and `/home/<user>/x`.
 fn home_relative(text: &str, normalized_abs: Option<&str>) -> Option<String> {
-    for home in ["$HOME", "${HOME}"] {
-        if let Some(rest) = text.strip_prefix(home) {
-            if rest.is_empty() || rest.starts_with('/') {
-                return Some(normalize_rel(rest));
-            }
-        }
+    if let Some(rest) = strip_home_variable(text) {
+        return Some(normalize_rel(rest));
     }
     if let Some(rest) = text.strip_prefix('~') {
         let rest = rest.find('/').and_then(|p| rest.get(p..)).unwrap_or("");
@@ -2330,6 +2329,22 @@ fn home_relative(text: &str, normalized_abs: Option<&str>) -> Option<String> {
     n.strip_prefix("/home/")
         .and_then(|rest| rest.split_once('/'))
         .map(|(_, inner)| inner.to_string())
+}
+
+/// The rest of a path that starts with `$HOME`, `${HOME}` or `${HOME:…}` (`${HOME:?}`).
+fn strip_home_variable(text: &str) -> Option<&str> {
+    let rest = if let Some(r) = text.strip_prefix("$HOME") {
+        r
+    } else {
+        let r = text.strip_prefix("${HOME")?;
+        let close = r.find('}')?;
+        let modifier = r.get(..close)?;
+        if !(modifier.is_empty() || modifier.starts_with(':')) {
+            return None;
+        }
+        r.get(close + 1..)?
+    };
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
 /// The literal text before the first glob character or expansion, with its directory part
@@ -2355,7 +2370,7 @@ fn protected_reason(w: &Word) -> Option<String> {
     if t.is_empty() {
         return None;
     }
-    let home_prefixed = t.starts_with("$HOME") || t.starts_with("${HOME}");
+    let home_prefixed = strip_home_variable(t).is_some();
     if w.dynamic && !home_prefixed && !t.starts_with('/') {
         return None;
     }
@@ -2426,6 +2441,188 @@ fn check_redirects(seg: &Segment, state: &LineState, hits: &mut Hits) {
                 "redirect_protected_path",
                 format!("Output redirection '{}' targets {why}", r.op),
             );
+        }
+    }
+}
+
+/// Files whose contents are credentials, by absolute path (with their descendants).
+const SENSITIVE_FILES: &[&str] = &[
+    "/etc/passwd",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/master.passwd",
+    "/etc/security/opasswd",
+];
+
+/// Credentials relative to a home directory (with their descendants).
+const SENSITIVE_HOME_FILES: &[&str] = &[
+    ".ssh",
+    ".gnupg",
+    ".aws/credentials",
+    ".netrc",
+    ".git-credentials",
+    ".pgpass",
+    ".docker/config.json",
+    ".kube/config",
+    ".comis/.env",
+    ".comis/auth-profiles.json",
+];
+
+/// Longest path a word can be (`PATH_MAX`); longer words are not paths and are not globbed.
+const MAX_PATH_BYTES: usize = 4096;
+
+/// The denylist's file rules only see literal text. This check resolves each argument the way
+/// the kernel would see it: `.`/`..`/`//` collapsed, against a `cd` earlier on the line, and
+/// with globs matched (`/et?/shad*` is `/etc/shadow`).
+fn check_sensitive_paths(seg: &Segment, view: &CommandView, state: &LineState, hits: &mut Hits) {
+    let args = seg.words.iter().skip(view.idx + 1);
+    let targets = seg.redirects.iter().filter_map(|r| r.target.as_ref());
+    for w in args.chain(targets) {
+        // `--file=/etc/shadow`, `-d @/etc/shadow`: the value after `=` or `@` is the path.
+        let tail = w.text.rsplit(['=', '@']).next().unwrap_or("");
+        let candidates = [w.text.as_str(), tail];
+        for text in candidates
+            .iter()
+            .filter(|t| !t.is_empty())
+            .take(if tail == w.text { 1 } else { 2 })
+        {
+            let word = Word {
+                text: (*text).to_string(),
+                ..w.clone()
+            };
+            if let Some(p) = sensitive_path(&state.locate(&word)) {
+                if p.starts_with("/proc/") {
+                    hits.push(
+                        Blocker::Proc,
+                        "proc_environ_path",
+                        format!("Access to '{p}' is blocked (environment variable exfiltration)"),
+                    );
+                } else {
+                    hits.push(
+                        Blocker::Denylist,
+                        "sensitive_path",
+                        format!("Access to credential path '{p}'"),
+                    );
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn sensitive_path(w: &Word) -> Option<String> {
+    let t = w.text.as_str();
+    if t.is_empty() || t.len() > MAX_PATH_BYTES {
+        return None;
+    }
+    let home_prefixed = strip_home_variable(t).is_some();
+    if w.dynamic && !home_prefixed {
+        return None;
+    }
+    let abs = t.starts_with('/').then(|| normalize_abs(t));
+    if let Some(n) = abs.as_deref() {
+        let hit = SENSITIVE_FILES.iter().any(|s| path_matches(n, s, w.glob))
+            || (n.starts_with("/proc/") && n.ends_with("/environ"))
+            || (w.glob && glob_path_match(n, "/proc/self/environ"));
+        if hit {
+            return Some(n.to_string());
+        }
+    }
+    let rest = home_relative(t, abs.as_deref())?;
+    SENSITIVE_HOME_FILES
+        .iter()
+        .any(|s| path_matches(&rest, s, w.glob))
+        .then(|| format!("~/{rest}"))
+}
+
+/// `path` is `sensitive` or inside it; with `glob`, `path` is a pattern that can match either.
+fn path_matches(path: &str, sensitive: &str, glob: bool) -> bool {
+    if glob {
+        glob_path_match(path, sensitive) || glob_path_match(path, &format!("{sensitive}/x"))
+    } else {
+        path == sensitive
+            || path
+                .strip_prefix(sensitive)
+                .is_some_and(|r| r.starts_with('/'))
+    }
+}
+
+/// Shell pathname matching: `*`, `?` and `[…]` never cross `/` and never match a leading `.`.
+fn glob_path_match(pattern: &str, path: &str) -> bool {
+    let p: Vec<&str> = pattern.split('/').collect();
+    let s: Vec<&str> = path.split('/').collect();
+    p.len() == s.len()
+        && p.iter().zip(&s).all(|(pc, sc)| {
+            let pc: Vec<char> = pc.chars().collect();
+            let sc: Vec<char> = sc.chars().collect();
+            glob_component(&pc, &sc)
+        })
+}
+
+fn glob_component(p: &[char], s: &[char]) -> bool {
+    let leading_dot = s.first() == Some(&'.');
+    let (mut pi, mut si) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        let wildcard_ok = !(si == 0 && leading_dot);
+        let step = match p.get(pi) {
+            Some('*') if wildcard_ok || si > 0 => {
+                star = Some((pi, si));
+                pi += 1;
+                continue;
+            }
+            Some('?') if wildcard_ok => Some(pi + 1),
+            Some('[') => match bracket(p, pi, s.get(si).copied().unwrap_or('\0')) {
+                Some((true, next)) if wildcard_ok => Some(next),
+                Some(_) => None,
+                None => (s.get(si) == Some(&'[')).then_some(pi + 1),
+            },
+            Some(c) => (s.get(si) == Some(c)).then_some(pi + 1),
+            None => None,
+        };
+        match step {
+            Some(next) => {
+                pi = next;
+                si += 1;
+            }
+            None => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p.iter().skip(pi).all(|c| *c == '*')
+}
+
+/// A `[…]` class at `p[at]` tested against `c`: `(matched, index after ']')`, or `None` if the
+/// class never closes (the `[` is then literal).
+fn bracket(p: &[char], at: usize, c: char) -> Option<(bool, usize)> {
+    let mut i = at + 1;
+    let negate = matches!(p.get(i), Some('!' | '^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let ch = *p.get(i)?;
+        if ch == ']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|e| *e != ']') {
+            let hi = *p.get(i + 2)?;
+            matched |= ch <= c && c <= hi;
+            i += 3;
+        } else {
+            matched |= ch == c;
+            i += 1;
         }
     }
 }

@@ -53,7 +53,7 @@ macro_rules! flag_recursive_chmod {
 /// The filesystem root or the home directory, in the spellings that reach them.
 macro_rules! root_or_home {
     () => {
-        r"(?:/|/\*|/\.|/\.\.|~|~/|~/\*|~/\.|\$HOME|\$HOME/|\$HOME/\*|\$\{HOME\}|\$\{HOME\}/|\$\{HOME\}/\*)"
+        r"(?:/|/\*|/\.|/\.\.|~[A-Za-z0-9_-]{0,32}(?:/|/\*|/\.)?|\$HOME(?:/|/\*)?|\$\{HOME(?::[-?=+]?[^}]{0,40})?\}(?:/|/\*)?)"
     };
 }
 
@@ -192,6 +192,16 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         // PID 1 (init, or the container's only process) or -1 (every process), as the last
         // argument; `kill -1 1234` (SIGHUP to 1234) does not match.
         r"^(?:kill\s(?:-[1-9A-Za-z][A-Za-z0-9+]{0,19}\s|-s\s[A-Za-z0-9+]{1,20}\s|--signal\s\S{1,20}\s)?-?1$|killall5(?:$|\s))",
+    ),
+    deny(
+        "setuid_bit",
+        "exec_privilege_escalation",
+        r"^chmod\s(?:[^;&|\n]{0,100}\s)?(?:[ugoa]{0,3}[+=][rwxXt]{0,4}s[rwxXt]{0,4}|0?[2-7][0-7]{3})(?:$|\s)",
+    ),
+    deny(
+        "file_capabilities",
+        "exec_privilege_escalation",
+        r#"^setcap\s[^;&|\n]{0,200}[+=][eipEIP]{1,3}(?:$|[\s'"])"#,
     ),
     // --- Sensitive files --------------------------------------------------------------------
     deny(
