@@ -24,7 +24,18 @@
 //! skipped, program replaced by its basename) and the registry's [`Family::ExecDeny`] patterns
 //! run on both the raw text and every canonical form, so `"r""m" -rf /` and `sudo /bin/rm -rf /`
 //! meet the same rule as `rm -rf /`. A command string handed to a nested shell (`bash -c`,
-//! `su -c`, `env -S`, `watch`, a shell's `<<<` here-string) is validated recursively.
+//! `su -c`, `env -S`, `watch`, a shell's `<<<` here-string, a helper variable such as
+//! `GIT_SSH_COMMAND`) is validated recursively.
+//!
+//! Path arguments are judged the way the kernel will see them: normalised (`/etc/./shadow`),
+//! glob-matched with shell rules (`/et?/shad*`), and resolved against what earlier commands
+//! of the same line established: a `cd` (`cd /etc && rm hosts`) or a literal assignment
+//! (`d=/etc; rm $d/hosts`). An expansion that cannot be resolved is treated like a glob.
+//!
+//! Two places where quoting does *not* make text inert are handled: array subscripts that
+//! bash evaluates arithmetically (`[[ 'a[$(id)]' -eq 0 ]]` runs `id`), and `$'…'`, where `\'`
+//! does not close the string. Variables the env gate refuses are refused when the command
+//! sets them itself (`LD_PRELOAD=x ls`, `export BASH_ENV=…`).
 //!
 //! ## What it guarantees
 //! - Fail closed: input the lexer cannot read the way bash would (unterminated quotes,
@@ -37,11 +48,15 @@
 //!
 //! ## What it does not guarantee
 //! It is a text filter in front of the OS sandbox, not a replacement for it. It cannot see into
-//! script files, into interpreter code (`python -c`, `perl -e`, only raw-text patterns apply
-//! there) or into values of variables set outside the command; and a determined attacker with
-//! a shell can find spellings no denylist lists. Substitution is refused even where it would be
-//! harmless (`$(date)`): deliberately strict, because its output is unknowable here.
+//! script files, into interpreter code (`python -c`, `perl -e`, `awk 'BEGIN{system(…)}'`; only
+//! raw-text patterns apply there), into variables set outside the command or assembled at run
+//! time (`p='$'; …` fed to arithmetic), or into `case` statements (refused as desync); and a
+//! determined attacker with a shell can find spellings no denylist lists. Substitution is
+//! refused even where it would be harmless (`$(date)`): deliberately strict, because its output
+//! is unknowable here. `find -exec` and `xargs rm` are refused as in the original, which costs
+//! many legitimate `find` one-liners.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use serde::Serialize;
@@ -236,15 +251,7 @@ impl CommandValidator {
                 }
             }
             check_redirects(seg, &state, hits);
-            arithmetic |= seg.arith
-                || seg.words.iter().any(|w| {
-                    w.subscript_expansion
-                        || (is_assignment(&w.skeleton)
-                            && w.skeleton
-                                .split('=')
-                                .next()
-                                .is_some_and(|n| n.contains('[')))
-                });
+            arithmetic |= evaluates_subscripts(seg);
 
             let Some(view) = CommandView::resolve(seg) else {
                 check_ifs_assignments(seg, None, hits);
@@ -1884,24 +1891,25 @@ fn is_assignment(t: &str) -> bool {
 /// shell cannot split or glob are remembered; anything else makes the variable unknown again.
 #[derive(Debug, Default)]
 struct LineState {
-    vars: Vec<(String, String)>,
+    /// A map, not a list: a line of 20,000 assignments must not make lookups quadratic.
+    vars: HashMap<String, String>,
     /// An absolute path, or `~` / `~/…` for the home directory.
     cwd: Option<String>,
 }
 
 impl LineState {
     fn get(&self, name: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.vars.get(name).map(String::as_str)
     }
 
     fn set(&mut self, name: &str, value: Option<&str>) {
-        self.vars.retain(|(n, _)| n != name);
-        if let Some(v) = value {
-            self.vars.push((name.to_string(), v.to_string()));
+        match value {
+            Some(v) => {
+                self.vars.insert(name.to_string(), v.to_string());
+            }
+            None => {
+                self.vars.remove(name);
+            }
         }
     }
 
@@ -2101,6 +2109,20 @@ fn check_inline_env(
         }
     }
     nested
+}
+
+/// Whether the segment is an arithmetic command (`(( … ))`), expands `${a[…]}` or assigns
+/// `a[…]=…`: all evaluate a subscript arithmetically.
+fn evaluates_subscripts(seg: &Segment) -> bool {
+    seg.arith
+        || seg.words.iter().any(|w| {
+            w.subscript_expansion
+                || (is_assignment(&w.skeleton)
+                    && w.skeleton
+                        .split('=')
+                        .next()
+                        .is_some_and(|n| n.contains('[')))
+        })
 }
 
 /// Whether this command evaluates its arguments arithmetically, where bash expands array

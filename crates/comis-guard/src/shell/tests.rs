@@ -240,6 +240,7 @@ fn substitution_vectors() {
             "[[ $count -gt 5 ]] && echo many",
             // No arithmetic on the line: a quoted subscript is just text.
             "echo 'a[$(x)]'",
+            "echo '[`'",
             "declare -a arr=(x y)",
             "(( i++ ))",
         ],
@@ -1246,6 +1247,18 @@ fn deep_nesting_does_not_exhaust_the_stack() {
             assert!(!v.allowed, "{}", &cmd[..20]);
         }
     }
+}
+
+#[test]
+fn many_assignments_are_remembered() {
+    let mut cmd = "x=/; ".to_string();
+    for i in 0..(MAX_COMMAND_BYTES / 12) {
+        cmd.push_str(&format!("v{i}=1; "));
+    }
+    cmd.push_str("rm -rf $x");
+    assert!(cmd.len() <= MAX_COMMAND_BYTES);
+    let v = blocked_by(&cmd, Blocker::Denylist);
+    assert!(has(&v, "rm_recursive_root"));
 }
 
 #[test]
