@@ -601,6 +601,12 @@ fn sanitize(cmd: &str, hits: &mut Hits) -> bool {
     true
 }
 
+/// The original's list (C0 controls but TAB, DEL, NBSP, soft hyphen, Ogham and the U+2000
+/// spaces, zero-width and directional marks, line/paragraph separators, narrow and
+/// mathematical spaces, word joiner, ideographic space, BOM), plus: CR (a one-line command has
+/// no use for it, and it can overwrite what a terminal shows a reviewer), C1 controls, and
+/// every invisible character the Unicode layer knows (bidi overrides and isolates, tags).
+/// Positions in reasons count characters, not bytes.
 fn forbidden_char(c: char) -> Option<&'static str> {
     match c {
         '\t' => None,
