@@ -10,8 +10,14 @@ use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
+use comis_guard::canary::CanaryKey;
+use comis_guard::canary::CanaryToken;
+use comis_guard::classify::Classifier;
 use comis_guard::input::{InputAction, InputGuard, InputGuardConfig};
+use comis_guard::logscrub::LogScrubber;
 use comis_guard::memscan::MemoryValidator;
+use comis_guard::output::OutputGuard;
+use comis_guard::shell::CommandValidator;
 use comis_guard::skillscan::{SkillScanConfig, SkillScanner, SkillVerdict};
 use comis_guard::toolout::{DEFAULT_MAX_CHARS, ToolOutputSanitizer};
 use comis_guard::unicode;
@@ -54,6 +60,20 @@ enum Detector {
         #[arg(long)]
         block: bool,
     },
+    /// Output guard: `text` with secrets, registered values and the canary redacted.
+    Output {
+        /// A known secret value to redact by exact match (repeatable). Values on the command
+        /// line are visible to other local users: prefer test values here.
+        #[arg(long = "secret", value_name = "VALUE")]
+        secrets: Vec<String>,
+        /// The daemon's canary key (at least 16 bytes); with --session, checks for that
+        /// session's canary token.
+        #[arg(long, requires = "session")]
+        canary_key: Option<String>,
+        /// Session id whose canary token to detect.
+        #[arg(long, requires = "canary_key")]
+        session: Option<String>,
+    },
     /// Invisible-character stripping: `text` without hidden characters.
     Invisible,
     /// External content wrapping: `text` wrapped in random 24-hex delimiters as untrusted data.
@@ -80,6 +100,13 @@ enum Detector {
     },
     /// Memory write validator: `verdict` block | downgrade | store, with `reasons`.
     Memwrite,
+    /// Log sanitizer: `text` with free-text credentials redacted.
+    Logscrub,
+    /// Exec command validator: `allowed` and `reason` (the gate that refused it).
+    Command,
+    /// Action classifier: items are action names (e.g. `file.delete`); `class` is read |
+    /// mutate | destructive (unknown actions are destructive).
+    Classify,
     /// Skill content scanner (18 rules): `verdict` block | pass.
     Skill {
         /// Report critical findings without blocking the skill.
@@ -91,6 +118,13 @@ enum Detector {
 /// A constructed detector: built once, applied to every item.
 enum Prepared {
     Input(Box<InputGuard>),
+    Output {
+        guard: Box<OutputGuard>,
+        canary: Option<CanaryToken>,
+    },
+    Logscrub(Box<LogScrubber>),
+    Command(Box<CommandValidator>),
+    Classify(Box<Classifier>),
     Invisible,
     Wrap {
         wrapper: Box<ContentWrapper>,
@@ -127,6 +161,27 @@ impl Prepared {
                 };
                 Prepared::Input(Box::new(InputGuard::new(config)?))
             }
+            Detector::Output {
+                secrets,
+                canary_key,
+                session,
+            } => {
+                let mut guard = OutputGuard::new()?;
+                guard.register_secrets(secrets.iter().map(String::as_str))?;
+                let canary = match (canary_key, session) {
+                    (Some(key), Some(session)) => {
+                        Some(CanaryKey::from_bytes(key.as_bytes())?.token_for(&session))
+                    }
+                    _ => None,
+                };
+                Prepared::Output {
+                    guard: Box::new(guard),
+                    canary,
+                }
+            }
+            Detector::Logscrub => Prepared::Logscrub(Box::new(LogScrubber::new()?)),
+            Detector::Command => Prepared::Command(Box::new(CommandValidator::new()?)),
+            Detector::Classify => Prepared::Classify(Box::new(Classifier::default())),
             Detector::Invisible => Prepared::Invisible,
             Detector::Wrap {
                 source,
@@ -167,6 +222,24 @@ impl Prepared {
                     ("action", json!(scan.action)),
                 ];
                 Outcome::new(&scan.findings, fields, false)?
+            }
+            Prepared::Output { guard, canary } => {
+                let scan = guard.scan(text, canary.as_ref());
+                Outcome::new(&scan.findings, [("text", json!(scan.text))], false)?
+            }
+            Prepared::Logscrub(scrubber) => {
+                let out = scrubber.scrub_text(text);
+                Outcome::new(&out.findings, [("text", json!(out.text))], false)?
+            }
+            Prepared::Command(validator) => {
+                let v = validator.validate(text);
+                let fields = [("allowed", json!(v.allowed)), ("reason", json!(v.reason))];
+                Outcome::new(&v.findings, fields, !v.allowed)?
+            }
+            Prepared::Classify(classifier) => {
+                let c = classifier.classify(text);
+                let fields = [("class", json!(c.class)), ("known", json!(c.known))];
+                Outcome::new(&c.findings, fields, false)?
             }
             Prepared::Invisible => {
                 let scan = unicode::scan_invisible(text);
