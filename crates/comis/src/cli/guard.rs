@@ -181,7 +181,7 @@ impl Prepared {
             }
             Detector::Logscrub => Prepared::Logscrub(Box::new(LogScrubber::new()?)),
             Detector::Command => Prepared::Command(Box::new(CommandValidator::new()?)),
-            Detector::Classify => Prepared::Classify(Box::new(Classifier::default())),
+            Detector::Classify => Prepared::Classify(Box::default()),
             Detector::Invisible => Prepared::Invisible,
             Detector::Wrap {
                 source,
