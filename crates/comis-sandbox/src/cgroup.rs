@@ -8,8 +8,9 @@
 //! **Guarantees.** When a [`CgroupSupport`] was found at start-up, each command gets a fresh
 //! cgroup under the daemon's own (v2: one directory; v1: one per hierarchy), with its limits
 //! written before the command starts; the child moves itself into it between `fork` and
-//! `exec`, so no descendant is ever outside it. On drop, whatever is left in it is killed and
-//! the directory removed.
+//! `exec`, so no descendant is ever outside it. A cgroup is reused by a later command only once
+//! it is empty (creating one costs milliseconds on some kernels); on drop, whatever is left in
+//! it is killed and the directory removed.
 //!
 //! **Does not** create hierarchies or enable controllers: on cgroup v2 the daemon's cgroup
 //! must already delegate `pids` (and `memory`) to its children (systemd `Delegate=yes`, or a
@@ -133,6 +134,13 @@ impl SandboxCgroup {
     /// The `cgroup.procs` descriptors the child writes `0` to (itself) before `exec`.
     pub(crate) fn procs_fds(&self) -> std::io::Result<Vec<OwnedFd>> {
         self.procs.iter().map(|fd| fd.try_clone()).collect()
+    }
+
+    /// Whether no task is left in any of its directories (so it can be reused).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dirs.iter().all(|dir| {
+            fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|l| l.trim().is_empty())
+        })
     }
 
     /// Kills every task still in the cgroup.

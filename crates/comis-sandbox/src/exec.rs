@@ -16,6 +16,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -145,9 +146,14 @@ pub struct Sandbox {
     features: BwrapFeatures,
     seccomp: Option<SeccompPrograms>,
     cgroups: CgroupSupport,
+    /// Empty cgroups kept for reuse (at most [`CGROUP_POOL`]).
+    cgroup_pool: Mutex<Vec<SandboxCgroup>>,
     shell: PathBuf,
     warnings: Vec<String>,
 }
+
+/// Idle cgroups kept for reuse.
+const CGROUP_POOL: usize = 8;
 
 impl Sandbox {
     /// Decides the exec state from the configuration and the probe. Fails only on invalid
@@ -222,6 +228,7 @@ impl Sandbox {
             features: probe.bwrap_features,
             seccomp: seccomp_programs,
             cgroups: probe.cgroups.clone(),
+            cgroup_pool: Mutex::new(Vec::new()),
             shell,
             warnings,
         })
@@ -309,14 +316,7 @@ impl Sandbox {
             Some(t) => self.limits.clone().with_timeout(t),
             None => self.limits.clone(),
         };
-        let cgroup: Option<SandboxCgroup> = if self.cgroups.pids.is_some() || self.cgroups.memory.is_some() {
-            Some(self.cgroups.create(&limits).map_err(|e| SandboxError::Io {
-                what: "creating the sandbox cgroup".into(),
-                source: e,
-            })?)
-        } else {
-            None
-        };
+        let cgroup = self.take_cgroup()?;
         let cgroup_procs = match &cgroup {
             Some(cg) => cg.procs_fds().map_err(|e| SandboxError::Io {
                 what: "opening the sandbox cgroup".into(),
@@ -380,14 +380,50 @@ impl Sandbox {
                 ));
             }
         };
-        let finished = launch(launch_spec, cgroup.as_ref(), sink)?;
-        drop(cgroup);
+        let finished = launch(launch_spec, cgroup.as_ref(), sink);
+        if let Some(cg) = cgroup {
+            self.return_cgroup(cg);
+        }
+        let finished = finished?;
         Ok(ExecReport {
             exit: finished.exit,
             truncated: finished.truncated,
             elapsed: finished.elapsed,
             sandboxed: matches!(self.state, ExecState::Sandboxed { .. }),
         })
+    }
+}
+
+impl Sandbox {
+    /// An empty cgroup with this sandbox's limits: from the pool, or new.
+    fn take_cgroup(&self) -> Result<Option<SandboxCgroup>, SandboxError> {
+        if self.cgroups.pids.is_none() && self.cgroups.memory.is_none() {
+            return Ok(None);
+        }
+        let pooled = self.cgroup_pool.lock().ok().and_then(|mut p| p.pop());
+        if let Some(cg) = pooled {
+            return Ok(Some(cg));
+        }
+        self.cgroups
+            .create(&self.limits)
+            .map(Some)
+            .map_err(|e| SandboxError::Io {
+                what: "creating the sandbox cgroup".into(),
+                source: e,
+            })
+    }
+
+    /// Puts a cgroup back for reuse once it is empty; otherwise it is killed and removed.
+    fn return_cgroup(&self, cg: SandboxCgroup) {
+        cg.kill_all();
+        if !cg.is_empty() {
+            return; // dropped: kill, wait, remove
+        }
+        if let Ok(mut pool) = self.cgroup_pool.lock()
+            && pool.len() < CGROUP_POOL
+        {
+            pool.push(cg);
+        }
     }
 }
 
