@@ -69,6 +69,10 @@ pub enum PathRejection {
     BackslashTraversal,
     /// Traversal written with Unicode look-alikes of `.`, `/` or `\`.
     UnicodeTraversal,
+    /// A component that starts with `..` but is not `..` (`...`, `..;`, `..0x2f…`): harmless
+    /// to Linux, traversal to other parsers (Windows, Java servlet containers, lax decoders)
+    /// a path may reach.
+    DotDotVariant,
     /// A symlink inside the root points outside it.
     SymlinkEscape,
     /// More than 40 symlinks on the way (a loop).
@@ -96,6 +100,7 @@ impl PathRejection {
             PathRejection::InvalidEncoding => "invalid_encoding",
             PathRejection::BackslashTraversal => "backslash_traversal",
             PathRejection::UnicodeTraversal => "unicode_traversal",
+            PathRejection::DotDotVariant => "dotdot_variant",
             PathRejection::SymlinkEscape => "symlink_escape",
             PathRejection::SymlinkLoop => "symlink_loop",
             PathRejection::UnresolvableParent => "unresolvable_parent",
@@ -139,6 +144,9 @@ impl std::fmt::Display for PathRejection {
             }
             PathRejection::BackslashTraversal => "traversal written with backslashes",
             PathRejection::UnicodeTraversal => "traversal written with Unicode look-alikes",
+            PathRejection::DotDotVariant => {
+                "a component starting with `..` that other path parsers read as `..`"
+            }
             PathRejection::SymlinkEscape => "a symlink points outside the root",
             PathRejection::SymlinkLoop => "too many symlinks (a loop)",
             PathRejection::UnresolvableParent => "`..` after a component that does not exist",
@@ -359,6 +367,12 @@ fn static_checks(path: &str) -> Vec<PathRejection> {
     if is_windows_absolute(path) {
         push(PathRejection::BackslashTraversal);
     }
+    if path
+        .split(['/', '\\'])
+        .any(|c| c.starts_with("..") && c != "..")
+    {
+        push(PathRejection::DotDotVariant);
+    }
     // Unicode look-alikes of `.`, `/` and `\` (what NFKC folding or a lenient tool turns into
     // the real thing).
     if let Some(folded) = fold_lookalikes(path)
@@ -409,10 +423,10 @@ fn has_traversal(unified: &str, leading_slash_only_if_new: bool) -> bool {
     dotdot || (absolute && !leading_slash_only_if_new)
 }
 
-/// `C:\…`, `C:/…` or a UNC `\\server` prefix.
+/// A Windows drive (`C:`, `C:\…`, `c:WINDOWS`), or a UNC `\\server` or rooted `\…` prefix.
 fn is_windows_absolute(path: &str) -> bool {
     let b = path.as_bytes();
-    let drive = b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'\\' | b'/');
+    let drive = b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':';
     drive || path.starts_with("\\\\") || path.starts_with('\\')
 }
 
@@ -511,7 +525,12 @@ fn walk(root_fd: &OwnedFd, root_canon: &Path, relative: &str) -> Result<Walked, 
             "" | "." => continue,
             ".." => {
                 if stack.pop().is_none() {
-                    return Err(PathRejection::ParentEscape);
+                    // Climbing out through a symlink's target is that symlink's escape.
+                    return Err(if symlinks > 0 {
+                        PathRejection::SymlinkEscape
+                    } else {
+                        PathRejection::ParentEscape
+                    });
                 }
                 continue;
             }
@@ -641,7 +660,10 @@ mod tests {
             let got = static_checks(input);
             assert!(got.contains(&want), "{input:?}: {got:?}");
         }
-        for ok in ["src/main.rs", "a b/c.txt", "50%off.txt", "...", "a/../b", ".hidden"] {
+        assert!(static_checks("...").contains(&PathRejection::DotDotVariant));
+        assert!(static_checks("..;/x").contains(&PathRejection::DotDotVariant));
+        assert!(static_checks("c:WINDOWS").contains(&PathRejection::BackslashTraversal));
+        for ok in ["src/main.rs", "a b/c.txt", "50%off.txt", "a/../b", ".hidden", "a..b", "xy:z"] {
             assert!(static_checks(ok).is_empty(), "{ok:?}");
         }
     }
