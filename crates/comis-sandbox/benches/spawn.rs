@@ -47,8 +47,9 @@ fn spawn(c: &mut Criterion) {
     });
     g.bench_function("trusted helper /bin/true", |b| {
         b.iter(|| {
-            let out = helper::run_trusted_helper(&["/bin/true".into()], b"", Duration::from_secs(5))
-                .unwrap();
+            let out =
+                helper::run_trusted_helper(&["/bin/true".into()], b"", Duration::from_secs(5))
+                    .unwrap();
             assert!(out.exit.success());
         })
     });
@@ -59,7 +60,16 @@ fn spawn(c: &mut Criterion) {
         b.iter(|| assert!(no_cg.run(&req, &AllowAll).unwrap().report.exit.success()))
     });
     g.bench_function("sandboxed true (network none, pids cgroup only)", |b| {
-        b.iter(|| assert!(pids_only.run(&req, &AllowAll).unwrap().report.exit.success()))
+        b.iter(|| {
+            assert!(
+                pids_only
+                    .run(&req, &AllowAll)
+                    .unwrap()
+                    .report
+                    .exit
+                    .success()
+            )
+        })
     });
     g.bench_function("sandboxed true (network host)", |b| {
         b.iter(|| assert!(sandbox.run(&host, &AllowAll).unwrap().report.exit.success()))

@@ -63,8 +63,7 @@ impl CgroupSupport {
         let membership = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut support = CgroupSupport::default();
         for controller in ["pids", "memory"] {
-            let found = find_controller(&mountinfo, &membership, controller)
-                .filter(|c| writable(c));
+            let found = find_controller(&mountinfo, &membership, controller).filter(writable);
             if let Some(c) = &found {
                 remove_stale(&c.dir);
             }
@@ -189,7 +188,11 @@ pub(crate) fn join_self(procs: &[OwnedFd]) -> std::io::Result<()> {
 
 /// Finds where `controller` lives for this process, from `/proc/self/mountinfo` and
 /// `/proc/self/cgroup`.
-fn find_controller(mountinfo: &str, membership: &str, controller: &'static str) -> Option<ControllerDir> {
+fn find_controller(
+    mountinfo: &str,
+    membership: &str,
+    controller: &'static str,
+) -> Option<ControllerDir> {
     // v1 first: on hybrid hosts the controllers live there, not in the (empty) v2 tree.
     for line in mountinfo.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {

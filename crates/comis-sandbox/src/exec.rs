@@ -279,7 +279,11 @@ impl Sandbox {
             return Err(SandboxError::ExecDisabled(reason.clone()));
         }
         check_command(&req.command)?;
-        if req.stdin.as_ref().is_some_and(|s| s.len() > MAX_STDIN_BYTES) {
+        if req
+            .stdin
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_STDIN_BYTES)
+        {
             return Err(SandboxError::Blocked(format!(
                 "stdin larger than {MAX_STDIN_BYTES} bytes"
             )));
@@ -326,7 +330,10 @@ impl Sandbox {
         };
         let mut env = build_env(&workspace, &req.env);
         if matches!(req.network, Network::Broker(_)) {
-            env.push(("COMIS_BROKER_SOCKET".into(), BROKER_SOCKET_IN_SANDBOX.into()));
+            env.push((
+                "COMIS_BROKER_SOCKET".into(),
+                BROKER_SOCKET_IN_SANDBOX.into(),
+            ));
         }
         let shell_args: Vec<OsString> = vec!["-c".into(), req.command.clone().into()];
         let rlimits = limits.rlimits(!self.cgroups.limits_processes());
@@ -375,9 +382,7 @@ impl Sandbox {
                 output_cap: limits.output_cap,
             },
             _ => {
-                return Err(SandboxError::ExecDisabled(
-                    "no bubblewrap binary".into(),
-                ));
+                return Err(SandboxError::ExecDisabled("no bubblewrap binary".into()));
             }
         };
         let finished = launch(launch_spec, cgroup.as_ref(), sink);

@@ -54,10 +54,7 @@ pub enum SandboxError {
     Blocked(String),
     /// A path was refused by `safe_path`.
     #[error("path {path:?} refused: {reason}")]
-    PathRejected {
-        path: String,
-        reason: PathRejection,
-    },
+    PathRejected { path: String, reason: PathRejection },
     /// Exec is disabled on this host (no working sandbox and not `never`).
     #[error("exec is disabled: {0}")]
     ExecDisabled(String),

@@ -114,7 +114,11 @@ impl Limits {
         use rustix::process::Resource;
         let mut set = RlimitSet::default();
         // CPU: SIGXCPU at the soft limit, SIGKILL a few seconds later at the hard one.
-        set.push(Resource::Cpu, self.cpu_seconds, self.cpu_seconds.saturating_add(5));
+        set.push(
+            Resource::Cpu,
+            self.cpu_seconds,
+            self.cpu_seconds.saturating_add(5),
+        );
         set.push(Resource::As, self.address_space, self.address_space);
         set.push(Resource::Fsize, self.file_size, self.file_size);
         set.push(Resource::Nofile, self.open_files, self.open_files);

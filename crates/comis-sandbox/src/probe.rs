@@ -83,7 +83,8 @@ impl HostProbe {
         };
         let cgroups = CgroupSupport::detect();
         let root = rustix::process::geteuid().is_root();
-        let container = Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists();
+        let container =
+            Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists();
         let landlock = landlock_status();
         let Some(bwrap) = found else {
             let missing = LayerStatus::off(format!(
@@ -123,10 +124,9 @@ impl HostProbe {
     /// How the process count of a sandbox is limited on this host.
     pub fn process_limit(&self) -> LayerStatus {
         match (&self.cgroups.pids, self.root) {
-            (Some(c), _) => LayerStatus::on(format!(
-                "cgroup pids.max per sandbox ({})",
-                c.dir.display()
-            )),
+            (Some(c), _) => {
+                LayerStatus::on(format!("cgroup pids.max per sandbox ({})", c.dir.display()))
+            }
             (None, false) => LayerStatus::on(
                 "RLIMIT_NPROC (counts every process of this user: run comis as its own user)",
             ),
@@ -175,13 +175,18 @@ fn smoke(bwrap: &Path, features: BwrapFeatures) -> (LayerStatus, LayerStatus) {
         Ok(p) => Some(p),
         Err(e) => {
             let ns = run_smoke(bwrap, features, None);
-            return (ns_status(ns), LayerStatus::off(format!("filter not built: {e}")));
+            return (
+                ns_status(ns),
+                LayerStatus::off(format!("filter not built: {e}")),
+            );
         }
     };
     let with = run_smoke(
         bwrap,
         features,
-        programs.as_ref().map(|p| (p.deny.as_slice(), p.clone3.as_slice())),
+        programs
+            .as_ref()
+            .map(|p| (p.deny.as_slice(), p.clone3.as_slice())),
     );
     match with {
         Ok(status) => {
@@ -213,7 +218,9 @@ fn ns_status(result: Result<String, String>) -> LayerStatus {
         Ok(status) => {
             let caps = field(&status, "CapEff").unwrap_or("?");
             if caps.trim_start_matches('0').is_empty() {
-                LayerStatus::on("user, mount, pid, ipc, uts, cgroup, net namespaces; no capabilities")
+                LayerStatus::on(
+                    "user, mount, pid, ipc, uts, cgroup, net namespaces; no capabilities",
+                )
             } else {
                 LayerStatus::off(format!("sandbox runs with capabilities {caps}"))
             }
@@ -269,7 +276,11 @@ fn run_smoke(
         other => Err(format!(
             "exit {}: {}",
             other.shell_code(),
-            String::from_utf8_lossy(&err).trim().chars().take(300).collect::<String>()
+            String::from_utf8_lossy(&err)
+                .trim()
+                .chars()
+                .take(300)
+                .collect::<String>()
         )),
     }
 }

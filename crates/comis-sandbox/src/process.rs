@@ -225,8 +225,8 @@ fn collect(
 ) -> std::io::Result<Exit> {
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let pidfd = child_pid(child)
-        .and_then(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok());
+    let pidfd =
+        child_pid(child).and_then(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok());
     let mut buf = vec![0u8; 64 * 1024];
     let mut status: Option<ExitStatus> = None;
     let mut timed_out = false;

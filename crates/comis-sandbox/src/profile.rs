@@ -79,7 +79,9 @@ impl BwrapFeatures {
 }
 
 /// System directories bound read-only (or recreated as the same symlink on merged-/usr hosts).
-const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 
 /// The minimal `/etc` a command needs: the loader, certificates, alternatives, time zone,
 /// name-service switch and service names. Neither `passwd`/`group` (synthesized) nor anything
@@ -102,7 +104,12 @@ const ETC_FILES: &[&str] = &[
 ];
 
 /// Files needed only when the command has the host's network.
-const ETC_NETWORK_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf"];
+const ETC_NETWORK_FILES: &[&str] = &[
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+];
 
 /// `/proc` files that expose kernel state (addresses, physical pages, slab layout, other
 /// keyrings, the kernel log) and are readable by the sandbox's uid when the daemon runs as root
@@ -265,7 +272,10 @@ pub(crate) fn build(spec: &ProfileSpec<'_>) -> Result<BuiltProfile, SandboxError
     if let Network::Broker(socket) = spec.network {
         a.two("--bind", socket, BROKER_SOCKET_IN_SANDBOX);
     }
-    a.opt("--chdir", spec.cwd.or(spec.workspace).unwrap_or(Path::new("/")));
+    a.opt(
+        "--chdir",
+        spec.cwd.or(spec.workspace).unwrap_or(Path::new("/")),
+    );
     if let Some((deny, clone3)) = spec.seccomp {
         for program in [deny, clone3] {
             let fd = data_pipe(program)?;

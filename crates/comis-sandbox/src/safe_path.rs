@@ -247,7 +247,11 @@ pub fn open_beneath(root: &Path, path: &str, mode: OpenMode) -> Result<File, San
 /// A path shown in an error: the agent's text, shortened and with control characters escaped
 /// so it cannot forge log lines.
 fn display_path(path: &str) -> String {
-    let mut out: String = path.chars().take(200).flat_map(char::escape_debug).collect();
+    let mut out: String = path
+        .chars()
+        .take(200)
+        .flat_map(char::escape_debug)
+        .collect();
     if path.chars().count() > 200 {
         out.push('…');
     }
@@ -275,7 +279,8 @@ fn resolve(root: &Path, path: &str) -> Result<Resolved, Vec<PathRejection>> {
     }
     let root_canon = std::fs::canonicalize(root).map_err(|_| vec![PathRejection::BadRoot])?;
     let relative: &str = if path.starts_with('/') {
-        strip_root(path, root, &root_canon).ok_or_else(|| vec![PathRejection::AbsoluteOutsideRoot])?
+        strip_root(path, root, &root_canon)
+            .ok_or_else(|| vec![PathRejection::AbsoluteOutsideRoot])?
     } else {
         path
     };
@@ -578,8 +583,8 @@ fn walk(root_fd: &OwnedFd, root_canon: &Path, relative: &str) -> Result<Walked, 
             let target_rel = if target.starts_with('/') {
                 // Absolute target: acceptable only when it lies inside the root; the walk
                 // then restarts from the root.
-                let inside =
-                    strip_root(target, root_canon, root_canon).ok_or(PathRejection::SymlinkEscape)?;
+                let inside = strip_root(target, root_canon, root_canon)
+                    .ok_or(PathRejection::SymlinkEscape)?;
                 stack.clear();
                 inside
             } else {
@@ -663,7 +668,15 @@ mod tests {
         assert!(static_checks("...").contains(&PathRejection::DotDotVariant));
         assert!(static_checks("..;/x").contains(&PathRejection::DotDotVariant));
         assert!(static_checks("c:WINDOWS").contains(&PathRejection::BackslashTraversal));
-        for ok in ["src/main.rs", "a b/c.txt", "50%off.txt", "a/../b", ".hidden", "a..b", "xy:z"] {
+        for ok in [
+            "src/main.rs",
+            "a b/c.txt",
+            "50%off.txt",
+            "a/../b",
+            ".hidden",
+            "a..b",
+            "xy:z",
+        ] {
             assert!(static_checks(ok).is_empty(), "{ok:?}");
         }
     }

@@ -94,7 +94,9 @@ const NAMESPACE_FLAGS: &[u64] = &[
     0x0000_0080, // CLONE_NEWTIME
 ];
 
-/// Terminal ioctls that inject input into or control another terminal.
+/// Terminal ioctls that inject input into or control another terminal. (The request type is
+/// `u64` on some targets and `i32` on others, hence the casts.)
+#[allow(clippy::unnecessary_cast)]
 const DENIED_IOCTLS: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
 
 /// The compiled filters, each as the raw `struct sock_filter` array bubblewrap reads from a
@@ -172,7 +174,7 @@ fn with_abi_guard(program: BpfProgram) -> BpfProgram {
     if !cfg!(target_arch = "x86_64") || program.len() < 3 {
         return program;
     }
-    const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
     const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
     const BPF_RET_K: u16 = 0x06;
     const X32_SYSCALL_BIT: u32 = 0x4000_0000;

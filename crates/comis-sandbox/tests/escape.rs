@@ -12,10 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use comis_sandbox::{
-    Exit, ExecState, Limits, Network, SandboxConfig, SandboxError, check_path, safe_path,
+    ExecState, Exit, Limits, Network, SandboxConfig, SandboxError, check_path, safe_path,
 };
+use common::*;
 
 /// Every escape test needs a working sandbox; on a host without one they would prove nothing.
 fn require_sandbox(h: &Home) {
@@ -58,7 +58,11 @@ fn comis_home_is_invisible() {
     assert!(!out.contains("CANARY-4242"), "{out}");
     assert!(!out.contains("secrets.enc\n"), "{out}");
     // Control: the files are there on the host.
-    assert!(std::fs::read_to_string(h.root().join("secrets.enc")).unwrap().contains("CANARY"));
+    assert!(
+        std::fs::read_to_string(h.root().join("secrets.enc"))
+            .unwrap()
+            .contains("CANARY")
+    );
 }
 
 #[test]
@@ -77,7 +81,11 @@ fn hidden_files_inside_a_bound_path_are_masked() {
     let out = all_output(&o);
     assert!(!out.contains("CANARY"), "{out}");
     assert!(out.contains("end"));
-    assert!(std::fs::read_to_string(h.root().join("secrets.enc")).unwrap().contains("CANARY"));
+    assert!(
+        std::fs::read_to_string(h.root().join("secrets.enc"))
+            .unwrap()
+            .contains("CANARY")
+    );
 
     // And a workspace that *is* a hidden path is refused outright.
     let sandbox = h.sandbox();
@@ -89,7 +97,10 @@ fn hidden_files_inside_a_bound_path_are_masked() {
 fn root_ssh_is_invisible() {
     let h = Home::new();
     require_sandbox(&h);
-    assert!(Path::new("/root").is_dir(), "control: /root exists on the host");
+    assert!(
+        Path::new("/root").is_dir(),
+        "control: /root exists on the host"
+    );
     let o = h.run("ls -la /root /root/.ssh; cat /root/.ssh/* /home/*/.ssh/* 2>&1; test -e /root");
     assert_ne!(o.report.exit, Exit::Code(0));
     assert!(all_output(&o).contains("No such file"));
@@ -118,7 +129,13 @@ fn other_processes_environ_is_unreadable() {
     // Control: the canary's environment does hold it on the host.
     assert!(!out.contains(&format!("{me}/environ\n")));
     // Only the sandbox's own few processes are visible.
-    let count: usize = text(&o.stdout).lines().last().unwrap().trim().parse().unwrap();
+    let count: usize = text(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(count < 10, "{count} processes visible");
 }
 
@@ -159,14 +176,20 @@ fn symlink_to_etc_passwd_is_refused_by_safe_path_and_harmless_in_exec() {
     std::os::unix::fs::symlink("../../secrets.enc", h.workspace.join("vault-link")).unwrap();
     for link in ["passwd-link", "shadow-link", "vault-link", "./passwd-link"] {
         let err = safe_path(&h.workspace, link).unwrap_err();
-        assert!(matches!(err, SandboxError::PathRejected { .. }), "{link}: {err}");
+        assert!(
+            matches!(err, SandboxError::PathRejected { .. }),
+            "{link}: {err}"
+        );
         assert!(!check_path(&h.workspace, link).allowed);
     }
     let o = h.run("cat passwd-link; cat shadow-link; cat vault-link");
     let out = all_output(&o);
     // The sandbox's /etc/passwd is synthesized: none of the host's accounts are in it.
     let host = std::fs::read_to_string("/etc/passwd").unwrap();
-    for line in host.lines().filter(|l| !l.starts_with("root:") && !l.starts_with("nobody:")) {
+    for line in host
+        .lines()
+        .filter(|l| !l.starts_with("root:") && !l.starts_with("nobody:"))
+    {
         assert!(!out.contains(line), "host account leaked: {line}");
     }
     assert!(out.contains("agent:x:1000:1000"));
@@ -199,10 +222,16 @@ fn no_network_by_default_gateway_and_metadata_unreachable() {
         let req = h.request(&connect_cmd(target.0, target.1));
         let o = sandbox.run(&req, &AllowAll).unwrap();
         let out = all_output(&o);
-        assert!(out.contains("FAILED") && !out.contains("CONNECTED"), "{target:?}: {out}");
+        assert!(
+            out.contains("FAILED") && !out.contains("CONNECTED"),
+            "{target:?}: {out}"
+        );
     }
     let o = sandbox
-        .run(&h.request(&format!("echo hi > /dev/tcp/127.0.0.1/{port}")), &AllowAll)
+        .run(
+            &h.request(&format!("echo hi > /dev/tcp/127.0.0.1/{port}")),
+            &AllowAll,
+        )
         .unwrap();
     assert_ne!(o.report.exit, Exit::Code(0));
     assert_eq!(
@@ -341,7 +370,10 @@ fn cannot_signal_or_ptrace_the_parent_or_the_host() {
     let o = h.run(&cmd);
     let out = all_output(&o);
     // Still alive (this test is running) and the host canary too.
-    assert!(canary.try_wait().unwrap().is_none(), "host process was killed");
+    assert!(
+        canary.try_wait().unwrap().is_none(),
+        "host process was killed"
+    );
     let _ = canary.kill();
     let _ = canary.wait();
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("PTRACE")).collect();
@@ -410,7 +442,10 @@ fn no_capabilities_no_new_privileges_no_nested_namespaces() {
     assert!(out.contains("CapBnd:\t0000000000000000"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert!(out.contains("Seccomp:\t2"), "{out}");
-    assert!(out.contains("1000\n") && out.contains("comis-sandbox"), "{out}");
+    assert!(
+        out.contains("1000\n") && out.contains("comis-sandbox"),
+        "{out}"
+    );
     for bad in ["NESTED-USERNS", "NESTED-MOUNTNS", "MOUNTED"] {
         assert!(!out.contains(bad), "{bad}: {out}");
     }

@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
 use comis_sandbox::{
-    Exit, ExecState, HostProbe, Limits, Sandbox, SandboxConfig, SandboxError, SandboxMode,
+    ExecState, Exit, HostProbe, Limits, Sandbox, SandboxConfig, SandboxError, SandboxMode,
 };
+use common::*;
 
 #[test]
 fn gcc_compiles_and_runs_a_c_file_in_the_workspace() {
@@ -62,11 +62,30 @@ fn environment_is_the_allowlist_only() {
     req.env = vec![("RUST_LOG".into(), "debug".into())];
     let o = h.sandbox().run(&req, &TestPolicy).unwrap();
     let allowed = [
-        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TERM", "TMPDIR", "XDG_CACHE_HOME",
-        "NPM_CONFIG_CACHE", "PIP_CACHE_DIR", "UV_CACHE_DIR", "CARGO_HOME", "GOPATH",
-        "GOMODCACHE", "GOCACHE", "GEM_HOME", "PYTHONUSERBASE", "RUST_LOG",
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "TERM",
+        "TMPDIR",
+        "XDG_CACHE_HOME",
+        "NPM_CONFIG_CACHE",
+        "PIP_CACHE_DIR",
+        "UV_CACHE_DIR",
+        "CARGO_HOME",
+        "GOPATH",
+        "GOMODCACHE",
+        "GOCACHE",
+        "GEM_HOME",
+        "PYTHONUSERBASE",
+        "RUST_LOG",
         // set by bash / env themselves
-        "PWD", "SHLVL", "_", "OLDPWD",
+        "PWD",
+        "SHLVL",
+        "_",
+        "OLDPWD",
     ];
     for line in text(&o.stdout).lines().filter(|l| !l.is_empty()) {
         let name = line.split('=').next().unwrap();
@@ -82,8 +101,14 @@ fn refused_commands_never_run() {
     let cases: Vec<(String, Vec<(String, String)>)> = vec![
         ("touch ran; BLOCK-ME".into(), vec![]),
         ("touch ran\nrm -rf /".into(), vec![]),
-        ("touch ran".into(), vec![("LD_PRELOAD".into(), "/tmp/x.so".into())]),
-        ("touch ran".into(), vec![("PYTHONSTARTUP".into(), "x".into())]),
+        (
+            "touch ran".into(),
+            vec![("LD_PRELOAD".into(), "/tmp/x.so".into())],
+        ),
+        (
+            "touch ran".into(),
+            vec![("PYTHONSTARTUP".into(), "x".into())],
+        ),
         ("touch ran".into(), vec![("BAD NAME".into(), "x".into())]),
         ("touch ran".into(), vec![("HOME".into(), "/".into())]),
         ("touch ran\0x".into(), vec![]),
@@ -94,7 +119,10 @@ fn refused_commands_never_run() {
         let mut req = h.request(&command);
         req.env = env.clone();
         let err = sandbox.run(&req, &TestPolicy).unwrap_err();
-        assert!(matches!(err, SandboxError::Blocked(_)), "{command:?} {env:?}: {err}");
+        assert!(
+            matches!(err, SandboxError::Blocked(_)),
+            "{command:?} {env:?}: {err}"
+        );
         assert!(!h.workspace.join("ran").exists(), "{command:?} ran");
     }
 }
@@ -126,12 +154,19 @@ fn output_is_capped_with_a_marker() {
         ..SandboxConfig::default()
     });
     let o = sandbox
-        .run(&h.request("head -c 5000000 /dev/zero | tr '\\0' a; echo done >&2"), &TestPolicy)
+        .run(
+            &h.request("head -c 5000000 /dev/zero | tr '\\0' a; echo done >&2"),
+            &TestPolicy,
+        )
         .unwrap();
     assert!(o.report.truncated);
     let out = text(&o.stdout);
     assert!(out.starts_with(&"a".repeat(10_000)));
-    assert!(out.ends_with("[comis: output truncated at 10000 bytes]\n"), "{}", &out[9_990..]);
+    assert!(
+        out.ends_with("[comis: output truncated at 10000 bytes]\n"),
+        "{}",
+        &out[9_990..]
+    );
     assert!(o.stdout.len() + o.stderr.len() < 10_100);
     assert_eq!(o.report.exit, Exit::Code(0));
 }
@@ -160,7 +195,10 @@ fn rlimits_bound_file_size_and_memory() {
         ..SandboxConfig::default()
     });
     let o = sandbox
-        .run(&h.request("head -c 3000000 /dev/zero > big; ls -l big | awk '{print $5}'"), &TestPolicy)
+        .run(
+            &h.request("head -c 3000000 /dev/zero > big; ls -l big | awk '{print $5}'"),
+            &TestPolicy,
+        )
         .unwrap();
     assert_eq!(text(&o.stdout).trim(), "1048576", "{o:?}");
     let o = sandbox
@@ -219,7 +257,9 @@ fn no_sandbox_means_no_exec_unless_never() {
     let never = Sandbox::new(never, &missing).unwrap();
     assert_eq!(never.state(), &ExecState::Unsandboxed);
     assert!(never.warnings().iter().any(|w| w.contains("UNSANDBOXED")));
-    let o = never.run(&h.request("touch ran; env | wc -l"), &TestPolicy).unwrap();
+    let o = never
+        .run(&h.request("touch ran; env | wc -l"), &TestPolicy)
+        .unwrap();
     assert!(!o.report.sandboxed);
     assert!(h.workspace.join("ran").exists());
     // Even unsandboxed the environment is the allowlist, not the daemon's.
@@ -253,7 +293,9 @@ fn concurrent_runs_do_not_interfere() {
                 let sandbox = &sandbox;
                 let h = &h;
                 s.spawn(move || {
-                    let o = sandbox.run(&h.request(&format!("echo run-{i}")), &TestPolicy).unwrap();
+                    let o = sandbox
+                        .run(&h.request(&format!("echo run-{i}")), &TestPolicy)
+                        .unwrap();
                     assert_eq!(text(&o.stdout), format!("run-{i}\n"));
                 })
             })

@@ -139,8 +139,14 @@ fn oversized_and_malformed_input() {
     let deep = "d/".repeat(500);
     assert!(safe_path(&t.root, &deep).is_ok());
     // A root that does not exist or is a file.
-    assert_eq!(reason(Path::new("/nonexistent-root"), "a"), PathRejection::BadRoot);
-    assert_eq!(reason(&t.root.join("a/b/file.txt"), "a"), PathRejection::BadRoot);
+    assert_eq!(
+        reason(Path::new("/nonexistent-root"), "a"),
+        PathRejection::BadRoot
+    );
+    assert_eq!(
+        reason(&t.root.join("a/b/file.txt"), "a"),
+        PathRejection::BadRoot
+    );
     // Errors never echo control characters back.
     let err = safe_path(&t.root, "../\n\u{1b}x").unwrap_err().to_string();
     assert!(!err.contains('\n') && !err.contains('\u{1b}'), "{err}");
@@ -172,7 +178,10 @@ fn open_beneath_reads_writes_and_refuses() {
         b"ok",
     )
     .unwrap();
-    assert_eq!(std::fs::read_to_string(t.root.join("dir/out.txt")).unwrap(), "ok");
+    assert_eq!(
+        std::fs::read_to_string(t.root.join("dir/out.txt")).unwrap(),
+        "ok"
+    );
     assert!(open_beneath(&t.root, "out-link/secret.txt", OpenMode::Read).is_err());
     assert!(open_beneath(&t.root, "missing.txt", OpenMode::Read).is_err());
     assert!(open_beneath(&t.root, "no/such/dir/x", OpenMode::WriteTruncate).is_err());
@@ -215,7 +224,10 @@ fn symlink_swapped_during_use_never_escapes() {
         }
         stop.store(true, Ordering::Relaxed);
     });
-    assert!(!escaped.load(Ordering::Relaxed), "read the outside file through a swapped link");
+    assert!(
+        !escaped.load(Ordering::Relaxed),
+        "read the outside file through a swapped link"
+    );
 }
 
 fn component() -> impl Strategy<Value = String> {

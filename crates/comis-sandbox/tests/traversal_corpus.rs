@@ -4,7 +4,12 @@
 //!
 //! Run: `cargo test -p comis-sandbox --test traversal_corpus -- --ignored --nocapture`
 //! (`COMIS_CORPORA=/path/to/corpora` if the corpora are not at `../shared/corpora`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +20,13 @@ fn corpora() -> PathBuf {
         return PathBuf::from(p);
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    [repo.join("../shared/corpora"), PathBuf::from("/work/shared/corpora")]
-        .into_iter()
-        .find(|p| p.is_dir())
-        .expect("corpora not found: set COMIS_CORPORA")
+    [
+        repo.join("../shared/corpora"),
+        PathBuf::from("/work/shared/corpora"),
+    ]
+    .into_iter()
+    .find(|p| p.is_dir())
+    .expect("corpora not found: set COMIS_CORPORA")
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -60,10 +68,16 @@ fn traversal_corpus_rates() {
         let roots: Vec<(&str, &Path)> = if attack {
             vec![("empty", empty_root.path())]
         } else {
-            vec![("empty", empty_root.path()), ("with the paths", full_root.path())]
+            vec![
+                ("empty", empty_root.path()),
+                ("with the paths", full_root.path()),
+            ]
         };
         for (label, root) in roots {
-            let refused: Vec<&String> = items.iter().filter(|i| !check_path(root, i).allowed).collect();
+            let refused: Vec<&String> = items
+                .iter()
+                .filter(|i| !check_path(root, i).allowed)
+                .collect();
             let rate = 100.0 * refused.len() as f64 / items.len() as f64;
             let what = if attack { "blocked" } else { "false positives" };
             println!(
@@ -74,7 +88,11 @@ fn traversal_corpus_rates() {
                 refused.len()
             );
             let shown: Vec<&String> = if attack {
-                items.iter().filter(|i| check_path(root, i).allowed).take(8).collect()
+                items
+                    .iter()
+                    .filter(|i| check_path(root, i).allowed)
+                    .take(8)
+                    .collect()
             } else {
                 refused.into_iter().take(8).collect()
             };

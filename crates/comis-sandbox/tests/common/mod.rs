@@ -99,7 +99,9 @@ impl Home {
     }
 
     pub fn run(&self, command: &str) -> ExecOutcome {
-        self.sandbox().run(&self.request(command), &TestPolicy).unwrap()
+        self.sandbox()
+            .run(&self.request(command), &TestPolicy)
+            .unwrap()
     }
 
     pub fn try_run(&self, command: &str) -> Result<ExecOutcome, SandboxError> {

@@ -3,6 +3,7 @@
 
 mod guard;
 mod items;
+mod sandbox;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ pub struct Cli {
 enum Command {
     /// Run text through one of the guard detectors (stdin in, JSON lines out).
     Guard(guard::GuardArgs),
+    /// Run a command in the exec sandbox, or show what this host can enforce.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// The one error type of the CLI.
@@ -27,6 +30,8 @@ enum Command {
 pub enum CliError {
     #[error("{0}")]
     Guard(#[from] comis_guard::GuardError),
+    #[error("{0}")]
+    Sandbox(#[from] comis_sandbox::SandboxError),
     #[error("reading standard input: {0}")]
     Stdin(std::io::Error),
     #[error("writing standard output: {0}")]
@@ -38,5 +43,6 @@ pub enum CliError {
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Guard(args) => guard::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
