@@ -288,7 +288,8 @@ pub(crate) fn build(spec: &ProfileSpec<'_>) -> Result<BuiltProfile, SandboxError
 }
 
 /// A bound path may lie inside a hidden one (a workspace under `$COMIS_HOME`), but may not be
-/// one, nor be a system path that would expose the host.
+/// one, nor be `/`, a system directory or a host directory such as `/etc` or `/home` (binding
+/// one of those would expose the host it is meant to hide).
 fn check_not_hidden(bound: &Path, hidden: &[PathBuf]) -> Result<(), SandboxError> {
     if hidden.iter().any(|h| h == bound) {
         return Err(SandboxError::Config(format!(
@@ -296,7 +297,15 @@ fn check_not_hidden(bound: &Path, hidden: &[PathBuf]) -> Result<(), SandboxError
             bound.display()
         )));
     }
-    if bound == Path::new("/") || SYSTEM_DIRS.iter().any(|d| Path::new(d) == bound) {
+    const HOST_DIRS: &[&str] = &[
+        "/etc", "/proc", "/sys", "/dev", "/boot", "/var", "/run", "/root", "/home", "/tmp",
+    ];
+    if bound == Path::new("/")
+        || SYSTEM_DIRS
+            .iter()
+            .chain(HOST_DIRS)
+            .any(|d| Path::new(d) == bound)
+    {
         return Err(SandboxError::Config(format!(
             "{} cannot be bound read-write or as an extra path",
             bound.display()

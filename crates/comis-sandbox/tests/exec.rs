@@ -270,6 +270,18 @@ fn no_sandbox_means_no_exec_unless_never() {
 }
 
 #[test]
+fn host_directories_cannot_be_workspaces() {
+    let h = Home::new();
+    let sandbox = h.sandbox();
+    for ws in ["/", "/etc", "/usr", "/root", "/home", "/proc"] {
+        let mut req = h.request("true");
+        req.workspace = ws.into();
+        let err = sandbox.run(&req, &TestPolicy).unwrap_err();
+        assert!(matches!(err, SandboxError::Config(_)), "{ws}: {err}");
+    }
+}
+
+#[test]
 fn mode_parses_and_limits_validate() {
     assert_eq!("never".parse::<SandboxMode>().unwrap(), SandboxMode::Never);
     assert!("sometimes".parse::<SandboxMode>().is_err());
