@@ -316,3 +316,28 @@ fn empty_input_gives_no_output() {
     assert!(out.status.success());
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn path_keeps_agents_inside_their_root() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("src")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.path().join("escape")).unwrap();
+    let root_arg = root.path().to_str().unwrap();
+    let items = json_items(&[
+        "src/main.rs",
+        "../../etc/shadow",
+        "%2e%2e%2f%2e%2e%2fetc/passwd",
+        "escape",
+        "/etc/passwd",
+        "src/\u{0}evil",
+    ]);
+    let got = lines(&guard(&["path", "--root", root_arg], &items));
+    assert_eq!(got[0]["allowed"], true);
+    assert!(got[0]["path"].as_str().unwrap().ends_with("/src/main.rs"));
+    for (i, line) in got.iter().enumerate().skip(1) {
+        assert_eq!(line["allowed"], false, "item {i} must be refused: {line}");
+        assert_eq!(line["flagged"], true);
+    }
+    let missing = guard(&["path", "--root", "/nonexistent/root"], b"");
+    assert_eq!(missing.status.code(), Some(2));
+}

@@ -7,6 +7,7 @@
 //! `--fail-on flagged` when any item was flagged (or was an error), 2 on a usage or I/O error.
 
 use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -104,6 +105,13 @@ enum Detector {
     Logscrub,
     /// Exec command validator: `allowed` and `reason` (the gate that refused it).
     Command,
+    /// Safe path: items are paths an agent asked for, checked against --root; `allowed`,
+    /// `reason`, and `path` (the canonical path inside the root).
+    Path {
+        /// The directory the paths must stay inside (an agent's workspace).
+        #[arg(long)]
+        root: PathBuf,
+    },
     /// Action classifier: items are action names (e.g. `file.delete`); `class` is read |
     /// mutate | destructive (unknown actions are destructive).
     Classify,
@@ -125,6 +133,7 @@ enum Prepared {
     Logscrub(Box<LogScrubber>),
     Command(Box<CommandValidator>),
     Classify(Box<Classifier>),
+    Path(PathBuf),
     Invisible,
     Wrap {
         wrapper: Box<ContentWrapper>,
@@ -181,6 +190,15 @@ impl Prepared {
             }
             Detector::Logscrub => Prepared::Logscrub(Box::new(LogScrubber::new()?)),
             Detector::Command => Prepared::Command(Box::new(CommandValidator::new()?)),
+            Detector::Path { root } => {
+                if !root.is_dir() {
+                    return Err(CliError::Usage(format!(
+                        "--root {} is not a directory",
+                        root.display()
+                    )));
+                }
+                Prepared::Path(root)
+            }
             Detector::Classify => Prepared::Classify(Box::default()),
             Detector::Invisible => Prepared::Invisible,
             Detector::Wrap {
@@ -234,6 +252,15 @@ impl Prepared {
             Prepared::Command(validator) => {
                 let v = validator.validate(text);
                 let fields = [("allowed", json!(v.allowed)), ("reason", json!(v.reason))];
+                Outcome::new(&v.findings, fields, !v.allowed)?
+            }
+            Prepared::Path(root) => {
+                let v = comis_sandbox::check_path(root, text);
+                let fields = [
+                    ("allowed", json!(v.allowed)),
+                    ("reason", json!(v.reason)),
+                    ("path", json!(v.path)),
+                ];
                 Outcome::new(&v.findings, fields, !v.allowed)?
             }
             Prepared::Classify(classifier) => {

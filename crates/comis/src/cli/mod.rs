@@ -3,6 +3,7 @@
 
 mod guard;
 mod items;
+mod sandbox;
 mod secrets;
 
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Command {
     Guard(guard::GuardArgs),
     /// Manage the encrypted secrets vault ($COMIS_HOME/secrets.enc).
     Secrets(secrets::SecretsArgs),
+    /// Run a command in the exec sandbox, or show what this host can enforce.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// The one error type of the CLI.
@@ -30,6 +33,8 @@ enum Command {
 pub enum CliError {
     #[error("{0}")]
     Guard(#[from] comis_guard::GuardError),
+    #[error("{0}")]
+    Sandbox(#[from] comis_sandbox::SandboxError),
     #[error("reading standard input: {0}")]
     Stdin(std::io::Error),
     #[error("writing standard output: {0}")]
@@ -46,5 +51,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Guard(args) => guard::run(args),
         Command::Secrets(args) => secrets::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
