@@ -5,6 +5,7 @@ mod fetch;
 mod guard;
 mod items;
 mod relay;
+mod sandbox;
 mod secrets;
 
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     /// Relay the sandbox's proxy port to the credential broker (run inside sandboxes).
     #[command(hide = true)]
     BrokerRelay(relay::RelayArgs),
+    /// Run a command in the exec sandbox, or show what this host can enforce.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// The one error type of the CLI.
@@ -37,6 +40,8 @@ enum Command {
 pub enum CliError {
     #[error("{0}")]
     Guard(#[from] comis_guard::GuardError),
+    #[error("{0}")]
+    Sandbox(#[from] comis_sandbox::SandboxError),
     #[error("reading standard input: {0}")]
     Stdin(std::io::Error),
     #[error("writing standard output: {0}")]
@@ -57,5 +62,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Secrets(args) => secrets::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::BrokerRelay(args) => relay::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
