@@ -403,7 +403,7 @@ async fn the_environment_a_sandbox_gets_holds_only_the_placeholder() {
     let mut cmd = Command::new("sh");
     cmd.env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .args(["-c", "env; tr '\\0' '\\n' < /proc/self/environ; curl -sS --max-time 20 -H \"x-api-key: $UPSTREAM_KEY\" \"https://api.upstream.test:$PORT/v1/who\""])
+        .args(["-c", "env; echo PROC; cat /proc/self/environ | tr '\\0' '\\n'; curl -sS --max-time 20 -H \"x-api-key: $UPSTREAM_KEY\" \"https://api.upstream.test:$PORT/v1/who\""])
         .env("PORT", rig.upstream.port().to_string());
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
