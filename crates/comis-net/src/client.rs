@@ -186,7 +186,6 @@ impl GuardedClient {
         let pin = PinningResolve {
             resolver,
             policy: Arc::clone(&policy),
-            audit: Arc::clone(&audit),
         };
         let inner = reqwest::Client::builder()
             .use_preconfigured_tls(tls)

@@ -20,7 +20,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::audit::{EgressContext, NetAudit, NetEvent};
 use crate::policy::{Refusal, SsrfPolicy, TargetHost, dedup};
 
 /// A boxed future returned by [`Resolver::lookup`].
@@ -63,7 +62,6 @@ impl std::error::Error for PinRefused {}
 pub(crate) struct PinningResolve {
     pub resolver: Arc<dyn Resolver>,
     pub policy: Arc<SsrfPolicy>,
-    pub audit: Arc<dyn NetAudit>,
 }
 
 impl PinningResolve {
@@ -94,7 +92,6 @@ impl reqwest::dns::Resolve for PinningResolve {
         let this = PinningResolve {
             resolver: Arc::clone(&self.resolver),
             policy: Arc::clone(&self.policy),
-            audit: Arc::clone(&self.audit),
         };
         Box::pin(async move {
             match this.pin(&host).await {
@@ -103,15 +100,9 @@ impl reqwest::dns::Resolve for PinningResolve {
                         Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
                     Ok(addrs)
                 }
+                // The client finds this in the error chain and records the audit event with
+                // the request's context.
                 Err(refusal) => {
-                    // The request context is not known at this layer; the client records the
-                    // event with it. This one marks the connection-time refusal itself.
-                    this.audit.record(&NetEvent::BlockedEgress {
-                        context: EgressContext::default(),
-                        url: format!("dns:{host}"),
-                        finding: refusal.finding().name.into_owned(),
-                        reason: refusal.to_string(),
-                    });
                     Err(Box::new(PinRefused(refusal)) as Box<dyn std::error::Error + Send + Sync>)
                 }
             }
@@ -123,7 +114,6 @@ impl reqwest::dns::Resolve for PinningResolve {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::audit::NoAudit;
 
     #[derive(Debug)]
     struct Fixed(Vec<IpAddr>);
@@ -138,7 +128,6 @@ mod tests {
         PinningResolve {
             resolver: Arc::new(Fixed(ips.iter().map(|s| s.parse().unwrap()).collect())),
             policy: Arc::new(SsrfPolicy::default()),
-            audit: Arc::new(NoAudit),
         }
     }
 

