@@ -1,8 +1,10 @@
 //! Command-line surface. Each subcommand lives in its own module and returns an exit code;
 //! errors are values and end as one line on stderr with exit status 2.
 
+mod fetch;
 mod guard;
 mod items;
+mod relay;
 mod sandbox;
 mod secrets;
 
@@ -24,6 +26,11 @@ enum Command {
     Guard(guard::GuardArgs),
     /// Manage the encrypted secrets vault ($COMIS_HOME/secrets.enc).
     Secrets(secrets::SecretsArgs),
+    /// Fetch a URL through the guarded client (SSRF guard, DNS pinning, limits).
+    Fetch(fetch::FetchArgs),
+    /// Relay the sandbox's proxy port to the credential broker (run inside sandboxes).
+    #[command(hide = true)]
+    BrokerRelay(relay::RelayArgs),
     /// Run a command in the exec sandbox, or show what this host can enforce.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -45,12 +52,16 @@ pub enum CliError {
     Secrets(#[from] comis_secrets::SecretsError),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Net(#[from] comis_net::NetError),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Guard(args) => guard::run(args),
         Command::Secrets(args) => secrets::run(args),
+        Command::Fetch(args) => fetch::run(args),
+        Command::BrokerRelay(args) => relay::run(args),
         Command::Sandbox(args) => sandbox::run(args),
     }
 }
