@@ -194,6 +194,28 @@ pub fn scan_invisible(text: &str) -> InvisibleScan<'_> {
     }
 }
 
+/// Attacker-chosen text made safe to show in an error, a log line or an audit event: control
+/// characters and every invisible or bidi-control character become U+FFFD (so a name can neither
+/// break a line nor visually reorder what a reader sees), and at most `max` characters are kept,
+/// with `…` marking a cut.
+pub fn display_safe(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| {
+            if c.is_control() || is_invisible(c) {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Folds a look-alike letter to the ASCII letter it imitates; other characters are returned
 /// unchanged. Sources: Unicode UTS #39 `intentional.txt` plus the remaining Cyrillic and Greek
 /// capitals and small letters that render identically to Latin ones in common fonts.
@@ -396,6 +418,18 @@ mod tests {
     fn zwj_between_letters_is_stripped() {
         assert_eq!(strip_invisible("pass\u{200D}word"), "password");
         assert_eq!(strip_invisible("👨\u{200D}x"), "👨x");
+    }
+
+    #[test]
+    fn display_safe_neutralizes_and_bounds() {
+        assert_eq!(display_safe("a\nb", 10), "a\u{FFFD}b");
+        assert_eq!(
+            display_safe("evil\u{202E}txt.exe", 20),
+            "evil\u{FFFD}txt.exe"
+        );
+        assert_eq!(display_safe(&"x".repeat(20), 5), "xxxxx…");
+        assert_eq!(display_safe("exact", 5), "exact");
+        assert_eq!(display_safe("Zoë ✓", 10), "Zoë ✓");
     }
 
     #[test]

@@ -81,20 +81,6 @@ impl NetAudit for NoAudit {
     fn record(&self, _event: &NetEvent) {}
 }
 
-/// Agent-supplied text made safe for an event: control characters replaced, at most `max`
-/// characters.
-pub(crate) fn printable(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -113,11 +99,5 @@ mod tests {
         assert_eq!(v["agent_id"], "a1");
         assert_eq!(v["trace_id"], "t1");
         assert_eq!(v["status"], 407);
-    }
-
-    #[test]
-    fn printable_bounds_and_strips() {
-        assert_eq!(printable("a\nb", 10), "a\u{FFFD}b");
-        assert_eq!(printable(&"x".repeat(20), 5), "xxxxx…");
     }
 }

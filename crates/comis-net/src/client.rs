@@ -136,12 +136,12 @@ pub(crate) fn display_url(url: &Url) -> String {
     u.set_fragment(None);
     let _ = u.set_username("");
     let _ = u.set_password(None);
-    crate::audit::printable(u.as_str(), 300)
+    comis_guard::unicode::display_safe(u.as_str(), 300)
 }
 
 fn display_raw(url: &str) -> String {
     Url::parse(url).map_or_else(
-        |_| crate::audit::printable(url.split(['?', '#']).next().unwrap_or(""), 300),
+        |_| comis_guard::unicode::display_safe(url.split(['?', '#']).next().unwrap_or(""), 300),
         |u| display_url(&u),
     )
 }
@@ -395,7 +395,7 @@ impl GuardedClient {
         };
         NetError::Transport {
             url: shown,
-            detail: crate::audit::printable(&detail, 500),
+            detail: comis_guard::unicode::display_safe(&detail, 500),
         }
     }
 

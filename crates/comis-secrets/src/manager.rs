@@ -121,7 +121,7 @@ impl SecretAccess for SecretManager {
 
     fn require(&self, name: &str) -> Result<SecretString, SecretsError> {
         self.get(name).ok_or_else(|| SecretsError::Required {
-            name: printable_name(name),
+            name: display_safe_name(name),
         })
     }
 
@@ -130,18 +130,10 @@ impl SecretAccess for SecretManager {
     }
 }
 
-/// A name safe to put in an error or an audit event: control characters replaced, at most 128
-/// characters (a requested name is attacker-chosen when an agent asks for it).
-fn printable_name(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .take(128)
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect();
-    if name.chars().count() > 128 {
-        out.push('…');
-    }
-    out
+/// A requested name is attacker-chosen when an agent asks for it: made safe for errors and
+/// audit events, at most 128 characters.
+fn display_safe_name(name: &str) -> String {
+    comis_guard::unicode::display_safe(name, 128)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,7 +162,7 @@ impl SecretAllowlist {
         for p in patterns {
             let p = p.as_ref();
             let invalid = |reason: &str| SecretsError::InvalidPattern {
-                pattern: printable_name(p),
+                pattern: display_safe_name(p),
                 reason: reason.to_owned(),
             };
             if p.is_empty() {
@@ -207,7 +199,7 @@ impl SecretAllowlist {
             return Ok(Self::none());
         };
         let not_list = || SecretsError::InvalidPattern {
-            pattern: format!("agents.{}.secrets.allow", printable_name(agent_id)),
+            pattern: format!("agents.{}.secrets.allow", display_safe_name(agent_id)),
             reason: "must be a list of strings".into(),
         };
         let items = allow.as_array().ok_or_else(not_list)?;
@@ -352,7 +344,7 @@ impl ScopedSecretManager {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.observer.on_access(&SecretAccessEvent {
             agent_id: self.agent_id.clone(),
-            secret_name: printable_name(name),
+            secret_name: display_safe_name(name),
             outcome,
             timestamp_ms,
         });
@@ -384,8 +376,8 @@ impl SecretAccess for ScopedSecretManager {
             AccessOutcome::Denied => {
                 self.emit(name, AccessOutcome::Denied);
                 Err(SecretsError::Denied {
-                    agent_id: printable_name(&self.agent_id),
-                    name: printable_name(name),
+                    agent_id: display_safe_name(&self.agent_id),
+                    name: display_safe_name(name),
                 })
             }
             _ => match self.base.get(name) {
@@ -396,7 +388,7 @@ impl SecretAccess for ScopedSecretManager {
                 None => {
                     self.emit(name, AccessOutcome::NotFound);
                     Err(SecretsError::Required {
-                        name: printable_name(name),
+                        name: display_safe_name(name),
                     })
                 }
             },

@@ -82,20 +82,6 @@ pub fn redact_config(config: &Value) -> Value {
     Redactor::new().redact(config)
 }
 
-/// A string safe to show in a message: control characters replaced, at most `max` characters.
-#[must_use]
-pub fn printable(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
-}
-
 fn is_reference(s: &str) -> bool {
     s.strip_prefix("${")
         .and_then(|r| r.strip_suffix('}'))

@@ -546,7 +546,7 @@ fn validate_reply(reply: &Value, id: &str) -> Result<SecretString, String> {
     {
         return Err(format!(
             "answer has an unknown field {:?}",
-            redact::printable(k, 40)
+            comis_guard::unicode::display_safe(k, 40)
         ));
     }
     if obj.get("protocolVersion").and_then(Value::as_u64) != Some(HELPER_PROTOCOL_VERSION) {
@@ -565,7 +565,7 @@ fn validate_reply(reply: &Value, id: &str) -> Result<SecretString, String> {
                 .unwrap_or("no message");
             return Err(format!(
                 "reported an error for {id}: {}",
-                redact::printable(msg, 200)
+                comis_guard::unicode::display_safe(msg, 200)
             ));
         }
     }

@@ -62,7 +62,7 @@ pub use ca::BrokerCa;
 pub use session::{BrokerSession, SANDBOX_CA_FILE, SessionInfo, Sessions, TokenError};
 
 use crate::NetError;
-use crate::audit::{EgressContext, NetAudit, NetEvent, printable};
+use crate::audit::{EgressContext, NetAudit, NetEvent};
 use crate::client::{GuardedClient, display_url};
 
 /// Where the broker's socket appears inside a `network: broker` sandbox.
@@ -250,7 +250,7 @@ impl Broker {
         self.inner.audit.record(&NetEvent::Deny {
             context: ctx.clone(),
             status: d.status.as_u16(),
-            host: printable(host, 255),
+            host: comis_guard::unicode::display_safe(host, 255),
             reason: d.reason.clone(),
         });
         let mut resp = Response::new(full(format!("comis broker: {}\n", d.reason)));
@@ -309,7 +309,10 @@ impl Broker {
         else {
             let d = Deny {
                 status: StatusCode::FORBIDDEN,
-                reason: format!("no broker binding for {}", printable(&shown, 255)),
+                reason: format!(
+                    "no broker binding for {}",
+                    comis_guard::unicode::display_safe(&shown, 255)
+                ),
             };
             return self.deny(&session.context, &shown, &d);
         };
@@ -386,7 +389,10 @@ impl Broker {
         let Some((binding, rule)) = self.inner.bindings.find(host, port, url.path()) else {
             return deny(
                 StatusCode::FORBIDDEN,
-                format!("no broker binding for {host}{}", printable(url.path(), 200)),
+                format!(
+                    "no broker binding for {host}{}",
+                    comis_guard::unicode::display_safe(url.path(), 200)
+                ),
             );
         };
         let secret = match session.secrets.require(&binding.secret) {
@@ -440,7 +446,7 @@ impl Broker {
         self.inner.audit.record(&NetEvent::Inject {
             context: ctx.clone(),
             host: host.to_owned(),
-            path: printable(url.path(), 200),
+            path: comis_guard::unicode::display_safe(url.path(), 200),
             binding: binding.name.clone(),
             secret: binding.secret.clone(),
         });
