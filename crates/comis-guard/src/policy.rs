@@ -30,6 +30,20 @@ use serde::Serialize;
 
 use crate::{Finding, GuardError, Severity};
 
+/// The platform-management tools: both the `supervisor` profile and `group:supervisor`.
+const SUPERVISOR_TOOLS: &[&str] = &[
+    "agents_manage",
+    "obs_query",
+    "sessions_manage",
+    "memory_manage",
+    "channels_manage",
+    "tokens_manage",
+    "models_manage",
+    "skills_manage",
+    "mcp_manage",
+    "heartbeat_manage",
+];
+
 /// The named profiles and their tools. `full` is empty and means every tool.
 pub const PROFILES: &[(&str, &[&str])] = &[
     ("minimal", &["exec", "read", "write"]),
@@ -48,21 +62,7 @@ pub const PROFILES: &[(&str, &[&str])] = &[
         ],
     ),
     ("messaging", &["message", "session_status"]),
-    (
-        "supervisor",
-        &[
-            "agents_manage",
-            "obs_query",
-            "sessions_manage",
-            "memory_manage",
-            "channels_manage",
-            "tokens_manage",
-            "models_manage",
-            "skills_manage",
-            "mcp_manage",
-            "heartbeat_manage",
-        ],
-    ),
+    ("supervisor", SUPERVISOR_TOOLS),
     ("full", &[]),
     // Operational presets for non-interactive runs.
     (
@@ -132,21 +132,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
             "whatsapp_action",
         ],
     ),
-    (
-        "group:supervisor",
-        &[
-            "agents_manage",
-            "obs_query",
-            "sessions_manage",
-            "memory_manage",
-            "channels_manage",
-            "tokens_manage",
-            "models_manage",
-            "skills_manage",
-            "mcp_manage",
-            "heartbeat_manage",
-        ],
-    ),
+    ("group:supervisor", SUPERVISOR_TOOLS),
     (
         "group:context",
         &["ctx_search", "ctx_inspect", "ctx_recall"],
