@@ -1,0 +1,88 @@
+//! Turning user text into an FTS5 query that means "documents with these words".
+//!
+//! Defends: FTS5 query-syntax injection. Search text comes from users and from the model;
+//! passed to `MATCH` as is, `"`, `*`, `NEAR(`, `OR`, `AND`, `NOT`, `-`, `^`, `+`, `:` and
+//! `{col}` would either fail the query (an error the attacker controls) or change what it
+//! means (a column filter, a prefix scan over the whole index, a negation).
+//!
+//! Guarantees: [`to_match_query`] keeps only runs of letters and digits, wraps each in double
+//! quotes (so FTS5 sees a string, never an operator or a column name), drops duplicates and
+//! joins them with `OR` (BM25 then ranks documents with more of the words first). The result
+//! is always a syntactically valid FTS5 query, or `None` when the text has no words. It holds
+//! at most [`MAX_TERMS`] terms of at most [`MAX_TERM_CHARS`] characters each, which bounds
+//! the cost of one search.
+//!
+//! Does not: support FTS5 operators for power users; the CLI and the agent get plain words.
+
+/// Most distinct words used from one query.
+pub const MAX_TERMS: usize = 16;
+/// Longest word kept, in characters (longer words are cut).
+pub const MAX_TERM_CHARS: usize = 64;
+
+/// The words of `text` as a safe FTS5 query, or `None` if it has none.
+pub fn to_match_query(text: &str) -> Option<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        if word.is_empty() {
+            continue;
+        }
+        let word: String = word
+            .chars()
+            .take(MAX_TERM_CHARS)
+            .collect::<String>()
+            .to_lowercase();
+        if terms.contains(&word) {
+            continue;
+        }
+        terms.push(word);
+        if terms.len() == MAX_TERMS {
+            break;
+        }
+    }
+    if terms.is_empty() {
+        return None;
+    }
+    let quoted: Vec<String> = terms
+        .iter()
+        // Only letters and digits remain, so there is no quote to escape; doubling is kept
+        // so that this stays correct if the word rule above is ever loosened.
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect();
+    Some(quoted.join(" OR "))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn operators_become_words() {
+        assert_eq!(
+            to_match_query("NEAR(a b) OR c*").unwrap(),
+            r#""near" OR "a" OR "b" OR "or" OR "c""#
+        );
+        assert_eq!(
+            to_match_query("content:secret -x").unwrap(),
+            r#""content" OR "secret" OR "x""#
+        );
+        assert_eq!(to_match_query("\"\"\" * - : ( ) ^ +"), None);
+        assert_eq!(to_match_query(""), None);
+        assert_eq!(
+            to_match_query("Café naïve 東京").unwrap(),
+            r#""café" OR "naïve" OR "東京""#
+        );
+    }
+
+    #[test]
+    fn bounded() {
+        let many: String = (0..100).map(|i| format!("w{i} ")).collect();
+        assert_eq!(
+            to_match_query(&many).unwrap().matches(" OR ").count(),
+            MAX_TERMS - 1
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(to_match_query(&long).unwrap().len(), MAX_TERM_CHARS + 2);
+        assert_eq!(to_match_query("a A a").unwrap(), r#""a""#);
+    }
+}
