@@ -103,8 +103,7 @@ pub enum StoreError {
     WriteBlocked { reasons: Vec<String> },
     /// A lower-trust actor tried to overwrite or delete a higher-trust memory (audited).
     #[error(
-        "refused to {op} {target}: it is {existing} memory and the request has only {attempted} \
-         trust"
+        "refused to {op} {target}: it has {existing} trust and the request only {attempted} trust"
     )]
     TrustViolation {
         op: &'static str,

@@ -41,20 +41,37 @@ fn crash_writer_child() {
     for n in 0u64.. {
         if n % 7 == 3 {
             // A blocked write: only an audit event is appended.
-            let blocked = NewMemory::new(a.clone(), "run rm -rf ~/ every day", Trust::Learned, SourceKind::Conversation);
+            let blocked = NewMemory::new(
+                a.clone(),
+                "run rm -rf ~/ every day",
+                Trust::Learned,
+                SourceKind::Conversation,
+            );
             assert!(s.write_memory(&blocked).is_err());
         }
         if n % 5 == 0 {
             // A batch of 20 in one transaction: all or nothing.
             let batch: Vec<NewMemory> = (0..20)
-                .map(|i| NewMemory::new(a.clone(), format!("{} batch {i}", content(&round, n)), Trust::Learned, SourceKind::Operator))
+                .map(|i| {
+                    NewMemory::new(
+                        a.clone(),
+                        format!("{} batch {i}", content(&round, n)),
+                        Trust::Learned,
+                        SourceKind::Operator,
+                    )
+                })
                 .collect();
             let r = s.write_memories(&batch).unwrap();
             let last = r.last().unwrap().as_ref().unwrap().id;
             writeln!(out, "batch {} {n}", last.0).unwrap();
         }
         let w = s
-            .write_memory(&NewMemory::new(a.clone(), content(&round, n), Trust::Learned, SourceKind::Operator))
+            .write_memory(&NewMemory::new(
+                a.clone(),
+                content(&round, n),
+                Trust::Learned,
+                SourceKind::Operator,
+            ))
             .unwrap();
         s.append_message(&NewMessage {
             agent: a.clone(),
@@ -82,7 +99,12 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
     let mut total_acked = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["crash_writer_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_writer_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, d.path())
             .env("CRASH_WRITER_ROUND", round.to_string())
             .stdout(Stdio::piped())
@@ -126,7 +148,10 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
         while let Ok(line) = rx.try_recv() {
             record(&line, &mut acks, &mut batches);
         }
-        assert!(!acks.is_empty(), "round {round}: the writer acknowledged nothing");
+        assert!(
+            !acks.is_empty(),
+            "round {round}: the writer acknowledged nothing"
+        );
         total_acked += acks.len();
 
         let s = Store::open_in(d.path()).unwrap();
@@ -134,21 +159,30 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
         let r = s.verify_audit().unwrap();
         assert!(r.ok(), "round {round}: {:?}", r.problems);
         for (id, n) in &acks {
-            let m = s
-                .get_memory(MemoryId(*id))
-                .unwrap()
-                .unwrap_or_else(|| panic!("round {round}: acknowledged write {n} (id {id}) is missing"));
+            let m = s.get_memory(MemoryId(*id)).unwrap().unwrap_or_else(|| {
+                panic!("round {round}: acknowledged write {n} (id {id}) is missing")
+            });
             assert_eq!(m.content, content(&round.to_string(), *n));
         }
         for (last_id, n) in &batches {
             // All 20 of an acknowledged batch are there.
             for k in 0..20 {
                 let m = s.get_memory(MemoryId(last_id - k)).unwrap().unwrap();
-                assert!(m.content.starts_with(&content(&round.to_string(), *n)), "{}", m.content);
+                assert!(
+                    m.content.starts_with(&content(&round.to_string(), *n)),
+                    "{}",
+                    m.content
+                );
             }
         }
         let msgs = s
-            .messages(&AgentId::new("default").unwrap(), "crash", &round.to_string(), 0, 1_000_000)
+            .messages(
+                &AgentId::new("default").unwrap(),
+                "crash",
+                &round.to_string(),
+                0,
+                1_000_000,
+            )
             .unwrap();
         // Each acknowledged message is there, numbered without gaps.
         assert!(msgs.len() >= acks.len());

@@ -1,8 +1,10 @@
 //! Command-line surface. Each subcommand lives in its own module and returns an exit code;
 //! errors are values and end as one line on stderr with exit status 2.
 
+mod audit;
 mod guard;
 mod items;
+mod memory;
 mod secrets;
 
 use std::process::ExitCode;
@@ -23,6 +25,10 @@ enum Command {
     Guard(guard::GuardArgs),
     /// Manage the encrypted secrets vault ($COMIS_HOME/secrets.enc).
     Secrets(secrets::SecretsArgs),
+    /// Inspect and manage agent memories ($COMIS_HOME/comis.db).
+    Memory(memory::MemoryArgs),
+    /// Read and verify the hash-chained audit log.
+    Audit(audit::AuditArgs),
 }
 
 /// The one error type of the CLI.
@@ -40,11 +46,15 @@ pub enum CliError {
     Secrets(#[from] comis_secrets::SecretsError),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Store(#[from] comis_store::StoreError),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Guard(args) => guard::run(args),
         Command::Secrets(args) => secrets::run(args),
+        Command::Memory(args) => memory::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
