@@ -81,7 +81,10 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
                     return Ok(code);
                 }
             }
-            while follow {
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
                 std::thread::sleep(FOLLOW_INTERVAL);
                 let new = store.audit_after(last, 1000)?;
                 if let Some(e) = new.last() {
@@ -91,7 +94,6 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
                     return Ok(code);
                 }
             }
-            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Search {
             kind,
