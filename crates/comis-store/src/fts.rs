@@ -19,8 +19,8 @@ pub const MAX_TERMS: usize = 16;
 /// Longest word kept, in characters (longer words are cut).
 pub const MAX_TERM_CHARS: usize = 64;
 
-/// The words of `text` as a safe FTS5 query, or `None` if it has none.
-pub fn to_match_query(text: &str) -> Option<String> {
+/// The distinct words of `text` (letters and digits, lowercased, bounded), in order.
+pub fn terms(text: &str) -> Vec<String> {
     let mut terms: Vec<String> = Vec::new();
     for word in text.split(|c: char| !c.is_alphanumeric()) {
         if word.is_empty() {
@@ -39,16 +39,41 @@ pub fn to_match_query(text: &str) -> Option<String> {
             break;
         }
     }
+    terms
+}
+
+/// One term as an FTS5 string. Only letters and digits reach here, so there is no quote to
+/// escape; doubling is kept so that this stays correct if the word rule is ever loosened.
+pub fn quote(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
+}
+
+/// Documents with any of `terms`, or `None` if there are none.
+pub fn any_of<S: AsRef<str>>(terms: &[S]) -> Option<String> {
+    join(terms, " OR ")
+}
+
+/// Documents with all of `terms`, or `None` if there are none.
+pub fn all_of<S: AsRef<str>>(terms: &[S]) -> Option<String> {
+    join(terms, " AND ")
+}
+
+fn join<S: AsRef<str>>(terms: &[S], op: &str) -> Option<String> {
     if terms.is_empty() {
         return None;
     }
-    let quoted: Vec<String> = terms
-        .iter()
-        // Only letters and digits remain, so there is no quote to escape; doubling is kept
-        // so that this stays correct if the word rule above is ever loosened.
-        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
-        .collect();
-    Some(quoted.join(" OR "))
+    Some(
+        terms
+            .iter()
+            .map(|t| quote(t.as_ref()))
+            .collect::<Vec<_>>()
+            .join(op),
+    )
+}
+
+/// The words of `text` as a safe FTS5 query (any of them), or `None` if it has none.
+pub fn to_match_query(text: &str) -> Option<String> {
+    any_of(&terms(text))
 }
 
 #[cfg(test)]
@@ -84,5 +109,7 @@ mod tests {
         let long = "x".repeat(1000);
         assert_eq!(to_match_query(&long).unwrap().len(), MAX_TERM_CHARS + 2);
         assert_eq!(to_match_query("a A a").unwrap(), r#""a""#);
+        assert_eq!(all_of(&terms("x: y")).unwrap(), r#""x" AND "y""#);
+        assert_eq!(all_of::<&str>(&[]), None);
     }
 }

@@ -709,37 +709,14 @@ impl Store {
             "AND m.trust != 'external'"
         };
         let conn = self.lock();
-        let mut fts_hits: Vec<(Memory, f64)> = Vec::new();
-        if let Some(match_query) = fts::to_match_query(q.text) {
-            let sql = format!(
-                "SELECT {COLUMNS}, memories_fts.rank FROM memories_fts
-                 JOIN memories m ON m.id = memories_fts.rowid
-                 WHERE memories_fts MATCH ?1 AND m.agent = ?2 {trust_clause}
-                 ORDER BY memories_fts.rank LIMIT ?3"
-            );
-            let mut stmt = conn.prepare_cached(&sql).ctx("searching memories")?;
-            let rows = stmt
-                .query_map(
-                    params![
-                        match_query,
-                        q.agent.as_str(),
-                        i64::try_from(candidates).unwrap_or(1)
-                    ],
-                    |r| Ok((Memory::from_row(r)?, r.get::<_, f64>(15)?)),
-                )
-                .ctx("searching memories")?;
-            fts_hits = rows
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .ctx("reading search results")?;
-        }
+        let fts_hits = full_text(&conn, q, candidates, trust_clause)?;
         let Some(query_vec) = query_vec else {
             return Ok(fts_hits
                 .into_iter()
                 .enumerate()
-                .map(|(i, (memory, rank))| SearchHit {
+                .map(|(i, (memory, score))| SearchHit {
                     memory,
-                    // FTS5's bm25 is negative, more negative is better.
-                    score: -rank,
+                    score,
                     fts_rank: Some(i + 1),
                     vector_rank: None,
                 })
@@ -905,5 +882,117 @@ impl Store {
             total,
             database_bytes: u64::try_from(pages.saturating_mul(page_size)).unwrap_or(0),
         })
+    }
+}
+
+/// Below this many rows (by id), every word of a query is ranked: it is cheap.
+pub const PRUNE_MIN_ROWS: i64 = 20_000;
+/// How many of the newest rows are sampled to estimate how common a word is.
+const SAMPLE_ROWS: i64 = 4096;
+/// A word found in at least this share of the sampled rows is "common".
+const COMMON_PER_MILLE: i64 = 20;
+
+/// How a query is run.
+enum Plan {
+    /// BM25 over these words (any of them).
+    Ranked(String),
+    /// Every word is common: documents with all of them, newest first (BM25 could not tell
+    /// them apart and would score most of the table).
+    Newest(String),
+}
+
+/// Chooses the words to rank by. BM25 gives a word found in a large share of documents
+/// almost no weight (its IDF is near zero), yet ranking it costs a pass over every document
+/// that has it: on a large table, common words are left out of the ranked query. With fewer
+/// than [`PRUNE_MIN_ROWS`] rows every word is used.
+fn plan(conn: &rusqlite::Connection, terms: &[String]) -> Result<Option<Plan>> {
+    let Some(all) = fts::any_of(terms) else {
+        return Ok(None);
+    };
+    let max_id: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM memories")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .ctx("sizing the memory table")?;
+    if max_id < PRUNE_MIN_ROWS {
+        return Ok(Some(Plan::Ranked(all)));
+    }
+    let cap = SAMPLE_ROWS * COMMON_PER_MILLE / 1000;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM memories_fts
+             WHERE memories_fts MATCH ?1 AND rowid > ?2 LIMIT ?3)",
+        )
+        .ctx("sampling word frequencies")?;
+    let mut selective = Vec::new();
+    for t in terms {
+        let n: i64 = stmt
+            .query_row(params![fts::quote(t), max_id - SAMPLE_ROWS, cap], |r| r.get(0))
+            .ctx("sampling word frequencies")?;
+        if n < cap {
+            selective.push(t.as_str());
+        }
+    }
+    Ok(match fts::any_of(&selective) {
+        Some(q) => Some(Plan::Ranked(q)),
+        None => fts::all_of(terms).map(Plan::Newest),
+    })
+}
+
+/// Full-text candidates of `q.agent`, best first, with their scores (higher is better).
+fn full_text(
+    conn: &rusqlite::Connection,
+    q: &SearchQuery<'_>,
+    candidates: usize,
+    trust_clause: &str,
+) -> Result<Vec<(Memory, f64)>> {
+    let terms = fts::terms(q.text);
+    let limit = i64::try_from(candidates).unwrap_or(1);
+    let collect = |stmt: &mut rusqlite::CachedStatement<'_>, args: &[&dyn rusqlite::ToSql]| {
+        stmt.query_map(args, |r| Ok((Memory::from_row(r)?, r.get::<_, f64>(15)?)))
+            .ctx("searching memories")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("reading search results")
+    };
+    match plan(conn, &terms)? {
+        None => Ok(Vec::new()),
+        Some(Plan::Ranked(query)) => {
+            // Rank inside FTS5 first, without touching `memories` for every match; fall back
+            // to ranking joined rows only when the best ones belong to other agents or trust
+            // levels.
+            let wide = limit.saturating_mul(8).max(64);
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS}, -f.rank FROM
+                       (SELECT rowid, rank FROM memories_fts WHERE memories_fts MATCH ?1
+                        ORDER BY rank LIMIT ?4) AS f
+                     JOIN memories m ON m.id = f.rowid
+                     WHERE m.agent = ?2 {trust_clause} ORDER BY f.rank LIMIT ?3"
+                ))
+                .ctx("searching memories")?;
+            let hits = collect(&mut stmt, &[&query, &q.agent.as_str(), &limit, &wide])?;
+            if i64::try_from(hits.len()).unwrap_or(0) >= limit {
+                return Ok(hits);
+            }
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS}, -memories_fts.rank FROM memories_fts
+                     JOIN memories m ON m.id = memories_fts.rowid
+                     WHERE memories_fts MATCH ?1 AND m.agent = ?2 {trust_clause}
+                     ORDER BY memories_fts.rank LIMIT ?3"
+                ))
+                .ctx("searching memories")?;
+            collect(&mut stmt, &[&query, &q.agent.as_str(), &limit])
+        }
+        Some(Plan::Newest(query)) => {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS}, 0.0 FROM memories_fts
+                     JOIN memories m ON m.id = memories_fts.rowid
+                     WHERE memories_fts MATCH ?1 AND m.agent = ?2 {trust_clause}
+                     ORDER BY memories_fts.rowid DESC LIMIT ?3"
+                ))
+                .ctx("searching memories")?;
+            collect(&mut stmt, &[&query, &q.agent.as_str(), &limit])
+        }
     }
 }
