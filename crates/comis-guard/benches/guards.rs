@@ -12,6 +12,10 @@
 
 use std::hint::black_box;
 
+use comis_guard::canary::CanaryKey;
+use comis_guard::input::{InputGuard, InputGuardConfig};
+use comis_guard::logscrub::LogScrubber;
+use comis_guard::output::OutputGuard;
 use comis_guard::unicode;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -70,5 +74,39 @@ fn invisible(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, invisible);
+fn input(c: &mut Criterion) {
+    let guard = InputGuard::new(InputGuardConfig::default()).unwrap();
+    bench_sizes(c, "input_guard", |m| {
+        black_box(guard.scan(m));
+    });
+}
+
+fn output(c: &mut Criterion) {
+    let mut guard = OutputGuard::new().unwrap();
+    // A daemon always knows a few of its own secrets (gateway token, provider keys).
+    guard
+        .register_secrets([
+            "9f2c1e7a4b8d3f6e0a5c2b9d7e1f4a3c",
+            "gw-token-5b1d9e2f7a3c8e4d",
+        ])
+        .unwrap();
+    bench_sizes(c, "output_guard", |m| {
+        black_box(guard.scan(m, None));
+    });
+    let canary = CanaryKey::from_bytes(b"0123456789abcdef0123456789abcdef")
+        .unwrap()
+        .token_for("session-1");
+    bench_sizes(c, "output_guard_with_canary", |m| {
+        black_box(guard.scan(m, Some(&canary)));
+    });
+}
+
+fn logscrub(c: &mut Criterion) {
+    let scrubber = LogScrubber::new().unwrap();
+    bench_sizes(c, "log_sanitizer", |m| {
+        black_box(scrubber.scrub_text(m));
+    });
+}
+
+criterion_group!(benches, input, output, logscrub, invisible);
 criterion_main!(benches);

@@ -161,7 +161,11 @@ fn inserts(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.bench_function("batch_1000", |b| {
         b.iter_batched(
-            || (0..1000).map(|_| memory(corpus.sentence(&mut rng))).collect::<Vec<_>>(),
+            || {
+                (0..1000)
+                    .map(|_| memory(corpus.sentence(&mut rng)))
+                    .collect::<Vec<_>>()
+            },
             |batch| s.write_memories(&batch).unwrap(),
             BatchSize::LargeInput,
         );
@@ -176,7 +180,12 @@ fn search(c: &mut Criterion) {
         let s = fixture(&corpus, n);
         let mut rng = Rng(7);
         let zipf_queries: Vec<String> = (0..500)
-            .map(|_| (0..3).map(|_| corpus.zipf(&mut rng)).collect::<Vec<_>>().join(" "))
+            .map(|_| {
+                (0..3)
+                    .map(|_| corpus.zipf(&mut rng))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect();
         let rare_queries: Vec<String> = (0..500)
             .map(|_| {

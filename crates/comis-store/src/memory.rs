@@ -926,7 +926,9 @@ fn plan(conn: &rusqlite::Connection, terms: &[String]) -> Result<Option<Plan>> {
     let mut selective = Vec::new();
     for t in terms {
         let n: i64 = stmt
-            .query_row(params![fts::quote(t), max_id - SAMPLE_ROWS, cap], |r| r.get(0))
+            .query_row(params![fts::quote(t), max_id - SAMPLE_ROWS, cap], |r| {
+                r.get(0)
+            })
             .ctx("sampling word frequencies")?;
         if n < cap {
             selective.push(t.as_str());

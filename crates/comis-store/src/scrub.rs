@@ -9,10 +9,11 @@
 //! `"[REDACTED]"` whatever its type. The store itself keeps stored content out of events (it
 //! records a SHA-256 and a length instead).
 //!
-//! Does not (yet): detect credentials by pattern. `comis_guard::logscrub` (the shared Secret
-//! pattern family) is not on main at the time of writing; [`text`] and [`sensitive_key`] are
-//! the two calls to wire to `comis_guard::logscrub::scrub_text(s).text` and
-//! `comis_guard::logscrub::is_sensitive_key` when it lands.
+//! Both rules are the log sanitizer's (`comis_guard::logscrub`): the shared Secret pattern
+//! family for free text, its key list for field names. Unlike the log pipeline, redaction by
+//! key applies at every depth here: metadata is small and an audit event is forever.
+//!
+//! Does not: detect a credential that matches no pattern and sits under no sensitive key.
 
 use serde_json::Value;
 
@@ -21,12 +22,12 @@ pub(crate) const REDACTED: &str = "[REDACTED]";
 
 /// Sanitizes one free-text string.
 pub(crate) fn text(s: &str) -> String {
-    s.to_owned()
+    comis_guard::logscrub::scrub_text(s).text
 }
 
 /// Whether a metadata key names a credential.
-pub(crate) fn sensitive_key(_key: &str) -> bool {
-    false
+pub(crate) fn sensitive_key(key: &str) -> bool {
+    comis_guard::logscrub::is_sensitive_key(key)
 }
 
 /// Sanitizes every string and key in `value`.
@@ -47,5 +48,32 @@ pub(crate) fn value(v: Value) -> Value {
                 .collect(),
         ),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_are_redacted_by_key_and_by_pattern_at_any_depth() {
+        let token = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+        let v = value(json!({
+            "tool": "http",
+            "params": {"headers": {"Authorization": "Bearer abc"}, "url": format!("https://x.test/?t={token}")},
+            "list": [{"deep": {"deeper": {"password": "hunter2hunter2"}}}],
+            "note": format!("the token is {token}"),
+            "apiKey": 12345,
+        }));
+        let text = v.to_string();
+        assert!(!text.contains(token), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("Bearer abc"),
+            "{text}"
+        );
+        assert_eq!(v["apiKey"], REDACTED);
+        assert_eq!(v["tool"], "http");
     }
 }

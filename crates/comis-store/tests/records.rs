@@ -268,3 +268,24 @@ fn approval_input_is_checked() {
     );
     assert!(comis_store::ApprovalId::new("not-an-id").is_err());
 }
+
+#[test]
+fn audit_metadata_is_scrubbed_of_credentials() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open_in(d.path()).unwrap();
+    let token = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+    let mut n = approval(60_000);
+    n.params = json!({"url": format!("https://api.test/?t={token}"), "password": "hunter2hunter2"});
+    s.request_approval(&n).unwrap();
+    let ev = s.audit_tail(1).unwrap().pop().unwrap();
+    assert!(
+        !ev.metadata.contains(token) && !ev.metadata.contains("hunter2"),
+        "{}",
+        ev.metadata
+    );
+    assert!(ev.metadata.contains("REDACTED"));
+    // The approval row itself keeps the parameters the human must see to decide.
+    let pending = s.pending_approvals(None).unwrap();
+    assert_eq!(pending[0].params["password"], "hunter2hunter2");
+    assert!(s.verify_audit().unwrap().ok());
+}

@@ -5,6 +5,7 @@ mod audit;
 mod guard;
 mod items;
 mod memory;
+mod sandbox;
 mod secrets;
 
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Memory(memory::MemoryArgs),
     /// Read and verify the hash-chained audit log.
     Audit(audit::AuditArgs),
+    /// Run a command in the exec sandbox, or show what this host can enforce.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// The one error type of the CLI.
@@ -36,6 +39,8 @@ enum Command {
 pub enum CliError {
     #[error("{0}")]
     Guard(#[from] comis_guard::GuardError),
+    #[error("{0}")]
+    Sandbox(#[from] comis_sandbox::SandboxError),
     #[error("reading standard input: {0}")]
     Stdin(std::io::Error),
     #[error("writing standard output: {0}")]
@@ -56,5 +61,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Secrets(args) => secrets::run(args),
         Command::Memory(args) => memory::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
