@@ -5,12 +5,11 @@
 //! `{col}` would either fail the query (an error the attacker controls) or change what it
 //! means (a column filter, a prefix scan over the whole index, a negation).
 //!
-//! Guarantees: [`to_match_query`] keeps only runs of letters and digits, wraps each in double
-//! quotes (so FTS5 sees a string, never an operator or a column name), drops duplicates and
-//! joins them with `OR` (BM25 then ranks documents with more of the words first). The result
-//! is always a syntactically valid FTS5 query, or `None` when the text has no words. It holds
-//! at most [`MAX_TERMS`] terms of at most [`MAX_TERM_CHARS`] characters each, which bounds
-//! the cost of one search.
+//! Guarantees: [`terms`] keeps only runs of letters and digits (lowercased, deduplicated, at
+//! most [`MAX_TERMS`] of at most [`MAX_TERM_CHARS`] characters, which bounds the cost of one
+//! search); [`any_of`] and [`all_of`] wrap each in double quotes (so FTS5 sees a string, never
+//! an operator or a column name) and join them with `OR` / `AND`. The result is always a
+//! syntactically valid FTS5 query, or `None` when the text has no words.
 //!
 //! Does not: support FTS5 operators for power users; the CLI and the agent get plain words.
 

@@ -689,6 +689,12 @@ impl Store {
     /// Recalls memories: BM25 full-text ranking, fused with cosine similarity (RRF) when the
     /// query has an embedding. `external` memories only with `include_external`.
     ///
+    /// Scores are comparable within one result list only. On a table of
+    /// [`PRUNE_MIN_ROWS`] rows or more, words found in 2% or more of the newest memories
+    /// (sampled) are left out of the BM25 ranking, where their weight is near zero but their
+    /// cost is a pass over most of the table; when every word is that common, the newest
+    /// memories containing all of them are returned (score 0).
+    ///
     /// # Errors
     /// [`StoreError::Invalid`] for a bad query embedding, [`StoreError::Sqlite`].
     pub fn search_memories(&self, q: &SearchQuery<'_>) -> Result<Vec<SearchHit>> {
