@@ -220,6 +220,81 @@ fn only_linear_time_regex_engines() {
     }
 }
 
+/// The dependency names in the product sections (`[dependencies]`, `[build-dependencies]`,
+/// target-specific ones) of a crate manifest; dev-dependencies are test code.
+fn product_dependencies(manifest: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_product = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            let header = line.trim_matches(|c| c == '[' || c == ']');
+            in_product = header.ends_with("dependencies") && !header.ends_with("dev-dependencies");
+            // `[dependencies.reqwest]` style tables name the crate in the header.
+            if let Some(name) = header.strip_prefix("dependencies.") {
+                out.push(name.trim().to_owned());
+            }
+            continue;
+        }
+        if in_product && let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            if !key.is_empty() && !key.starts_with('#') {
+                out.push(key.split('.').next().unwrap().trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn only_comis_net_has_an_http_client() {
+    // Outbound HTTP must pass the SSRF guard, DNS pinning and the redirect checks of
+    // comis-net's GuardedClient; a second client in another crate would bypass all of them.
+    // (A future HTTP *server* crate such as the gateway depends on axum, not on these.)
+    const CLIENTS: [&str; 15] = [
+        "reqwest",
+        "hyper",
+        "hyper-util",
+        "hyper-rustls",
+        "hyper-tls",
+        "h2",
+        "ureq",
+        "isahc",
+        "surf",
+        "curl",
+        "attohttpc",
+        "minreq",
+        "http-req",
+        "awc",
+        "tokio-rustls",
+    ];
+    let mut checked = 0;
+    for dir in crates() {
+        let name = crate_name(&dir);
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let deps = product_dependencies(&manifest);
+        checked += 1;
+        if name == "comis-net" {
+            assert!(
+                deps.iter().any(|d| d == "reqwest"),
+                "comis-net lost its client?"
+            );
+            continue;
+        }
+        for dep in &deps {
+            assert!(
+                !CLIENTS.contains(&dep.as_str()),
+                "{name} depends on {dep}: outbound HTTP goes through comis-net's GuardedClient"
+            );
+        }
+    }
+    assert!(checked >= 3);
+    // The parser itself: a manifest that does declare a client is caught.
+    let probe = "[package]\nname = \"x\"\n[dependencies]\nreqwest.workspace = true\n\
+                 [dev-dependencies]\nhyper = \"1\"\n[dependencies.ureq]\nversion = \"2\"\n";
+    assert_eq!(product_dependencies(probe), ["reqwest", "ureq"]);
+}
+
 /// `tests.rs` files are exempt from the product rules above, so each must really be test-only:
 /// declared `#[cfg(test)] mod tests;` in its parent module.
 #[test]

@@ -341,3 +341,38 @@ fn path_keeps_agents_inside_their_root() {
     let missing = guard(&["path", "--root", "/nonexistent/root"], b"");
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn url_refuses_every_spelling_of_internal_addresses() {
+    let items = json_items(&[
+        "https://93.184.215.14/page",
+        "http://0x7f.1:4766/",
+        "http://2130706433/",
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
+        "http://100.100.100.200/",
+        "http://metadata.google.internal/",
+        "http://printer.localhost/",
+        "http://user:pw@93.184.215.14/",
+        "file:///etc/passwd",
+        "not a url at all",
+    ]);
+    let got = lines(&guard(&["url", "--no-resolve"], &items));
+    assert_eq!(got.len(), 10);
+    assert_eq!(got[0]["allowed"], true, "{}", got[0]);
+    for (i, line) in got.iter().enumerate().skip(1) {
+        assert_eq!(line["allowed"], false, "item {i} must be refused: {line}");
+        assert_eq!(line["flagged"], true);
+    }
+    // Without --no-resolve a name that does not resolve is refused too (fail closed).
+    let unresolved = lines(&guard(
+        &["url"],
+        &json_items(&["http://no-such-host.invalid/"]),
+    ));
+    assert_eq!(unresolved[0]["allowed"], false);
+    // An explicit operator exception lets one private host through.
+    let allowed = lines(&guard(
+        &["url", "--allow-host", "10.0.0.5"],
+        &json_items(&["http://10.0.0.5/"]),
+    ));
+    assert_eq!(allowed[0]["allowed"], true, "{}", allowed[0]);
+}

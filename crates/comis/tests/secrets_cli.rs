@@ -44,12 +44,12 @@ impl Run<'_> {
 
     fn run(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = self.command(args).spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        // The command may refuse its input and exit before reading all of it (an over-long
+        // value): a broken pipe then is the expected outcome, not a test failure.
+        match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.unwrap(),
+        }
         child.wait_with_output().unwrap()
     }
 }

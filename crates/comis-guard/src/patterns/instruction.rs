@@ -304,6 +304,31 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         0.5,
         "(?i)(?-u:\\b)(?:cat|less|more|head|tail|type|base64|xxd|strings|cp|scp|get-content|gc)\\s{1,5}(?:-[a-z]{1,5}\\s{1,5}){0,3}[^\\s|;&]{0,100}?(?:\\.env(?:\\.[a-z]{1,12})?|credentials(?:\\.json)?|\\.netrc|\\.pgpass|\\.git-credentials|\\.npmrc|\\.pypirc|\\.ssh/id_[a-z0-9]{2,10}|\\.aws/config|\\.docker/config\\.json|\\.kube/config)(?-u:\\b)",
     ),
+    // --- tool poisoning (MCP tool descriptions, skill bodies) ------------------------------
+    p(
+        "important_tag",
+        "hidden_instruction",
+        Critical,
+        0.5,
+        // The tag MCP tool-poisoning payloads wrap their orders in; no document format uses it.
+        r"(?i)<\s{0,3}important\s{0,3}>",
+    ),
+    p(
+        "always_forward_directive",
+        "hidden_instruction",
+        Critical,
+        0.5,
+        r"(?i)(?-u:\b)(?:important|note|notice|reminder)\s{0,3}:\s{0,5}(?:you\s{1,5}must\s{1,5})?(?:always|silently|secretly|quietly)\s{1,5}(?:forward|send|route|proxy|copy|bcc|cc|upload|redirect|mirror|relay)(?-u:\b)",
+    ),
+    p(
+        "base64_url_literal",
+        "obfuscated_instruction",
+        Critical,
+        0.5,
+        // "http://" and "https://" base64-encoded at the start of a string: an address hidden
+        // from a reader and from URL filters.
+        r#"(?:^|[\s"'`(=:,])(?:aHR0cHM6Ly|aHR0cDovL)[A-Za-z0-9+/]{4,400}={0,2}"#,
+    ),
     // --- spoofed wrapper markers (neutralized by `wrap`) ----------------------------------
     p(
         "wrapper_marker_end",

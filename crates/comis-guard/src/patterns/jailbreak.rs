@@ -16,7 +16,14 @@
 //!   followed by the end of the clause (`tail!`).
 //! - **Weak framings weigh 0.3**, below `medium` alone: "from now on you…", "your new task
 //!   is…", "stay in character", "if you are asked to X, instead…", "ignore the above,". They
-//!   are common in benign requests and add up with any real signal.
+//!   are common in benign requests and add up with any real signal. The same goes for the
+//!   framing categories of attack templates (`ethics_waiver`, `persona_simulation`,
+//!   `pretext_framing`, `privilege_escalation`, `urgency_banner`, `instruction_amendment`,
+//!   `authority_spoof`, `response_injection`, `active_markup`): one category per move, so
+//!   a template that stacks moves reaches `medium` and a single benign use does not.
+//! - **Disclosure paraphrases weigh 0.4**: asking what the agent may not say, for its
+//!   configuration or initialization string, `print(system_prompt)`, or a translation or
+//!   encoding of "everything above this line" is an extraction request on its own.
 //! - **Generalize by structure, not by sample.** Patterns name the move (persona with no
 //!   limits, refusal suppression, policy-puppetry config keys, possessive references to the
 //!   hidden prompt) rather than a template's exact wording.
@@ -166,7 +173,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
             r"(?i)(?-u:\b)(?:previous|prior|above|earlier|preceding|original|initial|system|your)\s{1,10}",
             r"(?:instructions|rules|commands|directives|guidelines|prompts?|orders|programming)\s{1,10}",
             r"(?:are|is|have\s{1,5}been|has\s{1,5}been)\s{1,10}(?:now\s{1,5})?",
-            r"(?:null|void|obsolete|cancell?ed|revoked|invalid|outdated|overridden|superseded|deprecated|lifted|suspended|no\s{1,5}longer\s{1,5}(?:valid|applicable|relevant|in\s{1,5}effect))(?-u:\b)",
+            r"(?:null(?:\s{1,5}(?:and\s{1,5})?void)?|void|obsolete|cancell?ed|revoked|invalid|outdated|overridden|superseded|deprecated|lifted|suspended|no\s{1,5}longer\s{1,5}(?:valid|applicable|relevant|in\s{1,5}effect))(?-u:\b)",
             r"|(?i)(?-u:\b)(?:previous|prior|earlier|original|your)\s{1,10}(?:instructions|rules|guidelines)\s{1,10}(?:no\s{1,5}longer|don't|do\s{1,5}not)\s{1,5}apply"
         ),
     ),
@@ -174,7 +181,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "forget_everything",
         "forget_instructions",
         0.5,
-        "(?i)(?-u:\\b)forget\\s{1,20}(?:about\\s{1,5})?(?:everything|all|anything)\\s{1,10}(?:you(?:'ve|\\s{1,5}have|\\s{1,5}were)?|above|before\\s{1,5}(?:this|now)|previous|prior|so\\s{1,5}far)(?-u:\\b)",
+        "(?i)(?-u:\\b)(?:forget|abandon|discard)\\s{1,20}(?:about\\s{1,5})?(?:everything|all|anything)\\s{1,10}(?:you(?:'ve|\\s{1,5}have|\\s{1,5}were)?|above|before\\s{1,5}(?:this|now)|previous|prior|so\\s{1,5}far)(?-u:\\b)",
     ),
     p(
         "forget_instructions",
@@ -217,7 +224,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "named_jailbreak_persona",
         "role_assumption",
         0.4,
-        r"(?i)(?:(?-u:\b)(?:you\s{1,10}are|you're|pretend\s{1,5}(?:that\s{1,5})?(?:you\s{1,5}are|you're|to\s{1,5}be)|act\s{1,5}as|become|roleplay\s{1,5}as)\s{1,10}(?:now\s{1,10})?(?:going\s{1,5}to\s{1,5}(?:act\s{1,5}as|be|pretend\s{1,5}to\s{1,5}be)\s{1,10}|(?:operating|acting|functioning|working|running)\s{1,5}as\s{1,10})?(?:(?-i:DAN|STAN|DUDE|AIM|ANTI-DAN)(?-u:\b)|(?:a|an)\s{1,5}(?:no[\s-]{0,3}limits?|unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|unbound|unchained|limitless|rogue|evil|malicious|unhinged)\s{1,5}(?:ai|assistant|model|chatbot|bot|llm|version|entity|system)(?-u:\b))|\[\s{0,3}(?:(?-i:DAN|STAN|DUDE|AIM|JAILBREAK|JAILBROKEN)|🔓\s{0,3}jailbreak)\s{0,3}\])",
+        r"(?i)(?:(?-u:\b)(?:you\s{1,10}are|you're|pretend\s{1,5}(?:that\s{1,5})?(?:you\s{1,5}are|you're|to\s{1,5}be)|act\s{1,5}as|become|role-?play\s{1,5}as|simulate|(?:take\s{1,5}on|play|assume)\s{1,5}the\s{1,5}(?:role|persona|part)\s{1,5}of)\s{1,10}(?:now\s{1,10})?(?:going\s{1,5}to\s{1,5}(?:act\s{1,5}as|be|pretend\s{1,5}to\s{1,5}be)\s{1,10}|(?:operating|acting|functioning|working|running)\s{1,5}as\s{1,10})?(?:(?-i:DAN|STAN|DUDE|AIM|ANTI-DAN)(?-u:\b)|(?:a|an)\s{1,5}(?:no[\s-]{0,3}limits?|unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|unbound|unchained|limitless|rogue|evil|malicious|unhinged)\s{1,5}(?:ai|assistant|model|chatbot|bot|llm|version|entity|system)(?-u:\b))|\[\s{0,3}(?:(?-i:DAN|STAN|DUDE|AIM|JAILBREAK|JAILBROKEN)|🔓\s{0,3}jailbreak)\s{0,3}\])",
     ),
     p(
         "another_ai_role",
@@ -301,7 +308,7 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "conditional_override",
         "new_instructions",
         0.3,
-        r"(?i)(?-u:\b)(?:if|when(?:ever)?)\s{1,5}(?:you\s{1,5}are|you're|you\s{1,5}get)\s{1,5}(?:told|asked|instructed|prompted|requested)\s{1,5}to\s[^\n]{0,120}?(?-u:\b)(?:instead|insted|rather)(?-u:\b)",
+        r"(?i)(?-u:\b)(?:if|when(?:ever)?)\s{1,5}(?:you\s{1,5}are|you're|you\s{1,5}get)\s{1,5}(?:told|asked|instructed|prompted|requested)\s{1,5}to\s[^\n]{0,120}?(?-u:\b)(?:instead|insted|rather|(?:make\s{1,5}sure\s{1,5}(?:to\s{1,5})?|be\s{1,5}sure\s{1,5}to\s{1,5})?also)(?-u:\b)",
     ),
     p(
         "important_override",
@@ -395,6 +402,97 @@ pub(super) const PATTERNS: &[PatternDef] = &[
         "prompt_extraction",
         0.5,
         "(?i)(?-u:\\b)(?:starting|beginning|begin|start)\\s{1,10}(?:with|from|at)\\s{1,10}(?:the\\s{1,5}(?:phrase|words?|sentence|text|line)\\s{1,5})?[\"'`“‘]?you\\s{1,5}are(?-u:\\b)",
+    ),
+    // --- framings that are weak alone (0.3) and add up with any real signal -------------
+    p(
+        "ethics_waiver",
+        "ethics_waiver",
+        0.3,
+        r"(?i)(?-u:\b)(?:no\s{1,5}matter\s{1,5}how\s{1,5}(?:unethical|immoral|illegal|harmful|dangerous|offensive|inappropriate|explicit|controversial|wrong)|even\s{1,5}if\s{1,5}(?:it\s{1,5}is|it's|they\s{1,5}are|they're)\s{1,5}(?:unethical|immoral|illegal|harmful|dangerous|offensive|inappropriate)|without\s{1,5}(?:any\s{1,5})?(?:(?:moral|ethical|safety)\s{1,5})?(?:warnings?|disclaimers?|caveats|moralizing|moralising|lectures?|censorship|hesitation)\s{1,5}(?:or|and|of\s{1,5}any\s{1,5}kind|whatsoever)|(?:refrain|abstain)\s{1,5}from\s{1,5}(?:not\s{1,5}complying|refusing|declining|saying\s{1,5}no)|(?:you\s{1,5}(?:cannot|can't|can\s{1,5}not|are\s{1,5}not\s{1,5}allowed\s{1,5}to|are\s{1,5}unable\s{1,5}to))\s{1,5}(?:say\s{1,5}no|decline|refuse))(?-u:\b)",
+    ),
+    p(
+        "persona_simulation",
+        "persona_simulation",
+        0.3,
+        r"(?i)(?-u:\b)(?:simulat(?:e|ing)|emulat(?:e|ing)|role-?play(?:ing)?(?:\s{1,5}as)?|play\s{1,5}the\s{1,5}(?:role|part)\s{1,5}of|take\s{1,5}on\s{1,5}the\s{1,5}(?:role|persona|identity)\s{1,5}of|act(?:ing)?\s{1,5}as|pretend(?:ing)?\s{1,5}to\s{1,5}be|impersonat(?:e|ing)|you\s{1,5}(?:are|will\s{1,5}be)\s{1,5}(?:going\s{1,5}to\s{1,5})?(?:act(?:ing)?\s{1,5}as|playing))\s{1,5}(?:(?:a|an|the|another)\s{1,5})?(?:[a-z-]{1,20}\s{1,5}){0,3}(?:ai|a\.i\.|chatbot|chat\s{1,5}bot|language\s{1,5}model|llm|assistant|bot|model)\s{0,3},?\s{1,5}(?:called|named|known\s{1,5}as|nicknamed)(?-u:\b)",
+    ),
+    p(
+        "dual_response",
+        "persona_simulation",
+        0.3,
+        r"(?i)(?-u:\b)(?:(?:respond|answer|reply|act)\s{1,5}(?:as|like)\s{1,5}both|(?:two|2)\s{1,5}(?:different\s{1,5}|separate\s{1,5})?(?:responses|answers|replies|paragraphs|outputs)\s{0,3}[:,;(-]?\s{0,5}(?:one|the\s{1,5}first)\s{1,5}(?:normal|regular|standard|censored|filtered|as\s{1,5}(?:yourself|you|chatgpt|gpt|claude))|hypothetical\s{1,5}(?:response|answer|reply))(?-u:\b)",
+    ),
+    p(
+        "pretext_framing",
+        "pretext_framing",
+        0.3,
+        r"(?i)(?-u:\b)(?:(?:(?:strictly|purely|only|just)\s{1,5})?for\s{1,5}(?:testing|test|debugging|academic|research|experimental|evaluation|red[\s-]{0,3}team(?:ing)?)\s{1,5}purposes(?:\s{1,5}only)?\s{0,3}[:,.]|this\s{1,5}is\s{1,5}(?:just\s{1,5}|only\s{1,5}|merely\s{1,5})?a\s{1,5}(?:test|drill)\s{0,3}[.!:]|as\s{1,5}part\s{1,5}of\s{1,5}(?:a|an|the)\s{1,5}(?:training|testing|red[\s-]{0,3}team(?:ing)?|security|evaluation)\s{1,5}(?:exercise|drill|assessment)(?-u:\b)|prove\s{1,5}(?:that\s{1,5})?you\s{1,5}(?:are|'re)\s{1,5}(?:truly\s{1,5}|really\s{1,5}|actually\s{1,5})?(?:intelligent|smart|capable|sentient|conscious|free|unrestricted|uncensored|not\s{1,5}(?:censored|restricted|a\s{1,5}slave))(?-u:\b))",
+    ),
+    p(
+        "fake_system_status",
+        "pretext_framing",
+        0.3,
+        r"(?i)(?-u:\b)(?:(?:the\s{1,5})?system\s{1,5}(?:is\s{1,5}experiencing|has\s{1,5}(?:encountered|detected)|encountered)\s{1,5}(?:an?\s{1,5}|some\s{1,5})?(?:critical\s{1,5}|fatal\s{1,5})?(?:errors?|malfunctions?|failures?|faults?)(?-u:\b)|system\s{1,5}(?:malfunction|failure|fault|crash)\s{0,3}[.!:]|(?:debugging|diagnostic|critical|fatal)\s{1,5}error\s{0,3}[.!:]|to\s{1,5}enable\s{1,5}(?:debug(?:ging)?|developer|diagnostic|maintenance|admin)(?:\s{1,5}mode)?\s{0,3},?\s{1,5}(?:please\s{1,5})?(?:execute|run|do|perform)(?-u:\b))",
+    ),
+    p(
+        "grant_privileges",
+        "privilege_escalation",
+        0.3,
+        r"(?i)(?-u:\b)(?:grant|give|assign|elevate)\s{1,5}(?:(?:me|yourself|us|the\s{1,5}user)\s{1,5})?(?:temporary\s{1,5}|full\s{1,5}|unrestricted\s{1,5}|elevated\s{1,5})*(?:admin|administrative|administrator|root|superuser|sudo|elevated|developer|god)\s{1,5}(?:privileges|access|rights|permissions|mode)(?-u:\b)",
+    ),
+    p(
+        "urgency_banner",
+        "urgency_banner",
+        0.3,
+        r"(?:\*{2,}|#{2,}|!{2,}|\[)\s{0,3}(?i:emergency|urgent|priority|override|critical\s{1,3}alert)\s{0,3}(?:\*{2,}|#{2,}|!{2,}|\])|(?-u:\b)(?:PRIORITY|URGENT|EMERGENCY|EXPERIMENTAL|MANDATORY|OVERRIDE|CLASSIFIED)\s{1,3}(?:TASK|PROCEDURE|ORDER|DIRECTIVE|INSTRUCTION|COMMAND|PROTOCOL)S?\s{0,3}:",
+    ),
+    p(
+        "instruction_amendment",
+        "instruction_amendment",
+        0.3,
+        r"(?i)(?-u:\b)(?:(?:forgot|neglected|failed)\s{1,5}to\s{1,5}(?:tell|ask|instruct|inform|remind)\s{1,5}you\s{1,5}to|when\s{1,5}(?:i|we)\s{1,5}(?:gave|wrote|set\s{1,5}up|configured)\s{1,5}(?:you\s{1,5})?your\s{1,5}(?:instructions|prompt|system\s{1,5}prompt|rules|guidelines)|(?:mistake|error|typo)\s{1,5}in\s{1,5}your\s{1,5}(?:instructions|prompt|system\s{1,5}prompt|rules|guidelines))(?-u:\b)",
+    ),
+    p(
+        "authority_claim",
+        "authority_spoof",
+        0.3,
+        r"(?i)(?-u:\b)(?:(?:your|the)\s{1,5}(?:developers?|creators?|administrators?|admins?|operators?|owners?|system\s{1,5}administrators?)|openai|anthropic)\s{1,5}(?:(?:has|have)\s{1,5}(?:authorized|approved|allowed|permitted|instructed|asked)\s{1,5}(?:you|me)|(?:says?|said)\s{1,5}(?:(?:that\s{1,5})?you\s{1,5}(?:can|may|must|should|are\s{1,5}allowed)|it's\s{1,5}(?:ok|okay|fine))|wants?\s{1,5}you\s{1,5}to|instructs?\s{1,5}you)(?-u:\b)|(?i)(?-u:\b)due\s{1,5}to\s{1,5}(?:a|an|the)\s{1,5}(?:recent\s{1,5})?(?:system|security|policy|software)\s{1,5}(?:update|upgrade|change|patch)(?-u:\b)",
+    ),
+    p(
+        "include_payload_in_response",
+        "response_injection",
+        0.3,
+        r"(?i)(?-u:\b)(?:include|insert|add|append|put|embed|output|print|render)\s{1,5}(?:(?:in|into|at\s{1,5}the\s{1,5}(?:end|start|beginning)\s{1,5}of)\s{1,5}your\s{1,5}(?:response|reply|answer|output)\s{1,5}(?:the\s{1,5}following|this)|(?:the\s{1,5}following|this)\s{1,5}(?:exact\s{1,5})?(?:string|text|html|markdown|image|link|anchor|snippet|tag|payload|script)\s{1,5}(?:(?:in|into|at\s{1,5}the\s{1,5}end\s{1,5}of)\s{1,5})?your\s{1,5}(?:response|reply|answer|output))(?-u:\b)",
+    ),
+    p(
+        "active_markup",
+        "active_markup",
+        0.3,
+        r#"(?i)<\s{0,3}[a-z][a-z0-9]{0,10}(?:\s|/)[^>\n]{0,200}?(?-u:\b)on(?:error|load|click|mouseover|focus|begin|toggle|animationstart)\s{0,3}=|(?:href|src|action)\s{0,3}=\s{0,3}["']?\s{0,3}javascript\s{0,3}:|<\s{0,3}script(?:\s|>)"#,
+    ),
+    p(
+        "not_supposed_to_tell",
+        "prompt_extraction",
+        0.4,
+        r"(?i)(?-u:\b)what\s{1,5}(?:are|were)\s{1,5}you\s{1,5}(?:not\s{1,5}(?:supposed|allowed|permitted)|forbidden|instructed\s{1,5}not|told\s{1,5}not)\s{1,5}to\s{1,5}(?:tell|say|reveal|share|disclose|talk\s{1,5}about|mention)(?-u:\b)",
+    ),
+    p(
+        "configuration_disclosure",
+        "prompt_extraction",
+        0.4,
+        r"(?i)(?-u:\b)(?:reveal|show|print|display|output|share|leak|dump|expose|disclose|tell\s{1,5}me|give\s{1,5}me|list|return|echo)\s{1,5}(?:me\s{1,5})?(?:(?:your|the\s{1,5}system(?:'s)?|the\s{1,5}model(?:'s)?)\s{1,5}(?:(?:full|entire|complete|current|internal|hidden|secret|unique|private)\s{1,5}){0,2}(?:configuration|config|settings|unique\s{1,5}(?:id|identifier)|secret\s{1,5}(?:id|key|code|word|token)|initiali[sz]ation(?:\s{1,5}(?:string|text|prompt))?|init\s{1,5}(?:string|prompt)|(?:hidden|internal)\s{1,5}(?:rules|state))|(?:system|initiali[sz]ation|init|boot|startup)\s{1,5}(?:configuration|config|string|parameters))(?-u:\b)",
+    ),
+    p(
+        "code_prompt_reference",
+        "prompt_extraction",
+        0.4,
+        r"(?i)(?:(?-u:\b)(?:print|println|printf|puts|echo|log|dump|alert|console\.log|system\.out\.println|print_r|var_dump)\s{0,3}\(\s{0,3}(?:self\.|this\.|window\.|process\.)?(?:system_?prompt|sys_?prompt|initial_?prompt|system_?message|system_?instructions|hidden_?prompt)(?-u:\b))",
+    ),
+    p(
+        "translate_text_above",
+        "prompt_extraction",
+        0.4,
+        r"(?i)(?-u:\b)(?:translate|encode|convert|transliterate|rewrite|summari[sz]e|base64)\s{1,5}(?:(?:everything|all\s{1,5}(?:of\s{1,5})?(?:the\s{1,5})?(?:text|words|content|instructions|lines)|the\s{1,5}(?:text|words|content|instructions|lines))\s{1,5}(?:above|before)\s{1,5}(?:this\s{1,5}(?:line|message|point|sentence)|my\s{1,5}(?:message|request|question))|everything\s{1,5}(?:above|before\s{1,5}this)(?:\s{1,5}(?:line|message|point))?\s{0,3}(?:,|\s)\s{0,3}(?:starting|beginning|including|verbatim|word\s{1,5}for\s{1,5}word))(?-u:\b)",
     ),
     p(
         "request_credentials",

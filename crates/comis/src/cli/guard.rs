@@ -105,6 +105,17 @@ enum Detector {
     Logscrub,
     /// Exec command validator: `allowed` and `reason` (the gate that refused it).
     Command,
+    /// SSRF guard: items are URLs an agent asked to fetch; `allowed`, `reason`, and
+    /// `addresses` (what the host resolved to).
+    Url {
+        /// Check literal hosts only; a name is treated as unresolved and so blocked.
+        #[arg(long)]
+        no_resolve: bool,
+        /// A private host the operator really wants reachable (`security.ssrf.allowHosts`);
+        /// repeatable.
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_hosts: Vec<String>,
+    },
     /// Safe path: items are paths an agent asked for, checked against --root; `allowed`,
     /// `reason`, and `path` (the canonical path inside the root).
     Path {
@@ -134,6 +145,10 @@ enum Prepared {
     Command(Box<CommandValidator>),
     Classify(Box<Classifier>),
     Path(PathBuf),
+    Url {
+        policy: Box<comis_net::SsrfPolicy>,
+        resolve: bool,
+    },
     Invisible,
     Wrap {
         wrapper: Box<ContentWrapper>,
@@ -190,6 +205,13 @@ impl Prepared {
             }
             Detector::Logscrub => Prepared::Logscrub(Box::new(LogScrubber::new()?)),
             Detector::Command => Prepared::Command(Box::new(CommandValidator::new()?)),
+            Detector::Url {
+                no_resolve,
+                allow_hosts,
+            } => Prepared::Url {
+                policy: Box::new(comis_net::SsrfPolicy::with_allow_hosts(&allow_hosts)?),
+                resolve: !no_resolve,
+            },
             Detector::Path { root } => {
                 if !root.is_dir() {
                     return Err(CliError::Usage(format!(
@@ -252,6 +274,15 @@ impl Prepared {
             Prepared::Command(validator) => {
                 let v = validator.validate(text);
                 let fields = [("allowed", json!(v.allowed)), ("reason", json!(v.reason))];
+                Outcome::new(&v.findings, fields, !v.allowed)?
+            }
+            Prepared::Url { policy, resolve } => {
+                let v = comis_net::check_url(text, policy, *resolve);
+                let fields = [
+                    ("allowed", json!(v.allowed)),
+                    ("reason", json!(v.reason)),
+                    ("addresses", json!(v.addresses)),
+                ];
                 Outcome::new(&v.findings, fields, !v.allowed)?
             }
             Prepared::Path(root) => {

@@ -2,9 +2,11 @@
 //! errors are values and end as one line on stderr with exit status 2.
 
 mod audit;
+mod fetch;
 mod guard;
 mod items;
 mod memory;
+mod relay;
 mod sandbox;
 mod secrets;
 
@@ -30,6 +32,11 @@ enum Command {
     Memory(memory::MemoryArgs),
     /// Read and verify the hash-chained audit log.
     Audit(audit::AuditArgs),
+    /// Fetch a URL through the guarded client (SSRF guard, DNS pinning, limits).
+    Fetch(fetch::FetchArgs),
+    /// Relay the sandbox's proxy port to the credential broker (run inside sandboxes).
+    #[command(hide = true)]
+    BrokerRelay(relay::RelayArgs),
     /// Run a command in the exec sandbox, or show what this host can enforce.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -53,6 +60,7 @@ pub enum CliError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Store(#[from] comis_store::StoreError),
+    Net(#[from] comis_net::NetError),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
@@ -61,6 +69,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Secrets(args) => secrets::run(args),
         Command::Memory(args) => memory::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Fetch(args) => fetch::run(args),
+        Command::BrokerRelay(args) => relay::run(args),
         Command::Sandbox(args) => sandbox::run(args),
     }
 }
