@@ -60,6 +60,7 @@ pub enum CliError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Store(#[from] comis_store::StoreError),
+    #[error("{0}")]
     Net(#[from] comis_net::NetError),
 }
 
