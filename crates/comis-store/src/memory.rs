@@ -364,7 +364,7 @@ fn write_meta(ev: NewAuditEvent, m: &NewMemory) -> NewAuditEvent {
     let p = &m.provenance;
     ev.agent(&m.agent)
         .meta("requested_trust", m.trust.as_str())
-        .meta("key", m.key.as_ref().map(|k| k.as_str().to_owned()))
+        .meta("memory_key", m.key.as_ref().map(|k| k.as_str().to_owned()))
         .meta("source", p.source.as_str())
         .meta("writer", p.agent.as_str())
         .meta("channel", p.channel.clone())
@@ -660,7 +660,7 @@ impl Store {
             NewAuditEvent::fixed(kind, outcome)
                 .agent(&owner)
                 .meta("memory_id", m.id.0)
-                .meta("key", m.key.clone())
+                .meta("memory_key", m.key.clone())
                 .meta("memory_trust", m.trust.as_str())
                 .meta("actor", actor_label)
                 .meta("actor_trust", actor.as_str())

@@ -117,6 +117,14 @@ fn lower_trust_cannot_overwrite_higher_trust_key() {
     // The event identifies the content by hash, never carries it.
     assert!(!rejected[0].metadata.contains("red"));
     assert!(rejected[0].metadata.contains("content_sha256"));
+    // The key names a fact, not a credential: it stays readable through the log scrubber.
+    assert!(
+        rejected[0]
+            .metadata
+            .contains("\"memory_key\":\"user.favorite_color\""),
+        "{}",
+        rejected[0].metadata
+    );
 
     // Same or higher trust may overwrite.
     let same = s
