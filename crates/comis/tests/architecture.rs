@@ -321,3 +321,37 @@ fn test_module_files_are_test_only() {
         }
     }
 }
+
+/// DESIGN.md's dependency arrows: the workspace crates each library may use (arrows point down
+/// the crates table only). A crate not listed here is not checked yet.
+const ARROWS: &[(&str, &[&str])] = &[
+    ("comis-guard", &[]),
+    ("comis-secrets", &["comis-guard"]),
+    ("comis-sandbox", &["comis-guard"]),
+    ("comis-net", &["comis-guard", "comis-secrets"]),
+    ("comis-store", &["comis-guard"]),
+];
+
+#[test]
+fn workspace_dependencies_follow_the_design_arrows() {
+    for dir in crates() {
+        let name = crate_name(&dir);
+        let Some((_, allowed)) = ARROWS.iter().find(|(n, _)| *n == name) else {
+            continue;
+        };
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let deps = manifest
+            .split("\n[dependencies]\n")
+            .nth(1)
+            .map_or("", |rest| rest.split("\n[").next().unwrap_or(""));
+        for line in deps.lines() {
+            let dep = line.split(['.', ' ', '=']).next().unwrap_or("");
+            if dep.starts_with("comis") {
+                assert!(
+                    allowed.contains(&dep),
+                    "{name} depends on {dep}: DESIGN.md allows only {allowed:?}"
+                );
+            }
+        }
+    }
+}

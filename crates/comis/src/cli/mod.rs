@@ -1,9 +1,11 @@
 //! Command-line surface. Each subcommand lives in its own module and returns an exit code;
 //! errors are values and end as one line on stderr with exit status 2.
 
+mod audit;
 mod fetch;
 mod guard;
 mod items;
+mod memory;
 mod relay;
 mod sandbox;
 mod secrets;
@@ -26,6 +28,10 @@ enum Command {
     Guard(guard::GuardArgs),
     /// Manage the encrypted secrets vault ($COMIS_HOME/secrets.enc).
     Secrets(secrets::SecretsArgs),
+    /// Inspect and manage agent memories ($COMIS_HOME/comis.db).
+    Memory(memory::MemoryArgs),
+    /// Read and verify the hash-chained audit log.
+    Audit(audit::AuditArgs),
     /// Fetch a URL through the guarded client (SSRF guard, DNS pinning, limits).
     Fetch(fetch::FetchArgs),
     /// Relay the sandbox's proxy port to the credential broker (run inside sandboxes).
@@ -53,6 +59,8 @@ pub enum CliError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
+    Store(#[from] comis_store::StoreError),
+    #[error("{0}")]
     Net(#[from] comis_net::NetError),
 }
 
@@ -60,6 +68,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Guard(args) => guard::run(args),
         Command::Secrets(args) => secrets::run(args),
+        Command::Memory(args) => memory::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::BrokerRelay(args) => relay::run(args),
         Command::Sandbox(args) => sandbox::run(args),
