@@ -355,3 +355,26 @@ fn workspace_dependencies_follow_the_design_arrows() {
         }
     }
 }
+
+/// The panic lints are denied workspace-wide; product code may not switch them off locally.
+#[test]
+fn product_code_does_not_allow_panics() {
+    for dir in crates() {
+        for (path, text) in product_sources(&dir) {
+            let code = non_test_part(&path, &text);
+            for lint in [
+                "clippy::unwrap_used",
+                "clippy::expect_used",
+                "clippy::panic",
+            ] {
+                let allowed = code.match_indices("allow(").any(|(i, _)| {
+                    code[i..]
+                        .split(')')
+                        .next()
+                        .is_some_and(|args| args.contains(lint))
+                });
+                assert!(!allowed, "{} allows {lint} outside tests", path.display());
+            }
+        }
+    }
+}

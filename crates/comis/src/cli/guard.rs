@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use comis_guard::canary::CanaryKey;
-use comis_guard::canary::CanaryToken;
+use comis_guard::canary::{CanaryKey, CanaryToken};
 use comis_guard::classify::Classifier;
 use comis_guard::input::{InputAction, InputGuard, InputGuardConfig};
 use comis_guard::logscrub::LogScrubber;
