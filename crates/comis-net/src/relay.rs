@@ -58,6 +58,19 @@ pub async fn serve(listener: TcpListener, socket: PathBuf) -> Result<(), NetErro
 /// # Errors
 /// [`NetError::Config`] for a non-loopback address or a missing socket, [`NetError::Io`].
 pub fn run_blocking(listen: SocketAddr, socket: &Path) -> Result<(), NetError> {
+    run_blocking_with_ready(listen, socket, || Ok(()))
+}
+
+/// [`run_blocking`], calling `ready` once the listener is bound and before the first accept:
+/// the sandbox starts the command only after that, so its first connection is never refused.
+///
+/// # Errors
+/// As [`run_blocking`]; an error from `ready` stops the relay ([`NetError::Io`]).
+pub fn run_blocking_with_ready(
+    listen: SocketAddr,
+    socket: &Path,
+    ready: impl FnOnce() -> std::io::Result<()>,
+) -> Result<(), NetError> {
     if !listen.ip().is_loopback() {
         return Err(NetError::Config(format!(
             "the relay listens on loopback only, not {listen}"
@@ -77,6 +90,10 @@ pub fn run_blocking(listen: SocketAddr, socket: &Path) -> Result<(), NetError> {
                 what: format!("relay: binding {listen}"),
                 source,
             })?;
+        ready().map_err(|source| NetError::Io {
+            what: "relay: signalling readiness".into(),
+            source,
+        })?;
         serve(listener, socket).await
     })
 }

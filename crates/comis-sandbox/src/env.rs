@@ -17,7 +17,45 @@
 
 use std::path::Path;
 
+use zeroize::Zeroizing;
+
 use crate::SandboxError;
+
+/// Variables the daemon sets for a `network: broker` run (see
+/// [`crate::ExecRequest::system_env`]). Values are zeroized on drop and `Debug` shows the
+/// names only: the proxy URL carries the run's session token.
+#[derive(Clone, Default)]
+pub struct SystemEnv(Vec<(String, Zeroizing<String>)>);
+
+impl SystemEnv {
+    /// The variables, as `BrokerSession::sandbox_env` returns them.
+    pub fn new(vars: impl IntoIterator<Item = (String, Zeroizing<String>)>) -> SystemEnv {
+        SystemEnv(vars.into_iter().collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The variables' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub(crate) fn vars(&self) -> &[(String, Zeroizing<String>)] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SystemEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
 
 /// `PATH` inside the sandbox (system directories only; nothing writable is on it).
 pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -115,6 +153,84 @@ pub fn check_agent_env(vars: &[(String, String)]) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Names the daemon may set through [`crate::ExecRequest::system_env`] besides the
+/// placeholders: the proxy variables (upper and lower case, as tools disagree), Node's switch
+/// to honour them, and the CA bundle variables of the common runtimes. The same list as
+/// `comis_net::broker::BrokerSession::sandbox_env` writes.
+const SYSTEM_PROXY_VARS: &[&str] = &[
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+];
+const SYSTEM_NO_PROXY_VARS: &[&str] = &["NO_PROXY", "no_proxy"];
+const SYSTEM_CA_VARS: &[&str] = &[
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+];
+/// The variables [`build_env`] always sets that are not already reserved.
+const BASE_VARS: &[&str] = &["PATH", "SHELL", "LANG", "TERM", "LANGUAGE"];
+/// How every broker placeholder value starts (`comis_net::broker::Binding::placeholder`).
+pub const BROKER_PLACEHOLDER_PREFIX: &str = "comis-broker-placeholder-";
+
+/// Checks the daemon-set environment of a broker sandbox: only the names the broker needs,
+/// each with the only value shape it may have. Proxy variables must name the in-sandbox relay
+/// (`http://…@127.0.0.1:3128`), `NO_PROXY` must be empty, the CA variables must name the
+/// read-only CA file at [`crate::profile::BROKER_CA_IN_SANDBOX`], `NODE_USE_ENV_PROXY` must be
+/// `1`, and any other name must be a well-formed, non-reserved variable holding a broker
+/// placeholder. So even a confused caller cannot use this channel to set `LD_PRELOAD`, point a
+/// CA variable at a file of its choosing or smuggle a real credential in.
+pub fn check_system_env(vars: &SystemEnv) -> Result<(), SandboxError> {
+    let vars = vars.vars();
+    use crate::profile::{BROKER_CA_IN_SANDBOX, RELAY_LISTEN};
+    if vars.len() > MAX_AGENT_VARS {
+        return Err(SandboxError::Config(format!(
+            "too many daemon environment variables ({} > {MAX_AGENT_VARS})",
+            vars.len()
+        )));
+    }
+    let relay_suffix = format!("@{RELAY_LISTEN}");
+    for (name, value) in vars {
+        let n = name.as_str();
+        let value = value.as_str();
+        let ok = if SYSTEM_PROXY_VARS.contains(&n) {
+            value.starts_with("http://")
+                && value.ends_with(&relay_suffix)
+                && !value.contains(['\n', '\r', ' '])
+        } else if SYSTEM_NO_PROXY_VARS.contains(&n) {
+            value.is_empty()
+        } else if SYSTEM_CA_VARS.contains(&n) {
+            value == BROKER_CA_IN_SANDBOX
+        } else if n == "NODE_USE_ENV_PROXY" {
+            value == "1"
+        } else {
+            // A placeholder may not replace a variable comis itself sets (`PATH`, `SHELL`,
+            // …) nor one that changes how programs behave (`LC_*`, the reserved names).
+            is_valid_name(n)
+                && !is_reserved(n)
+                && !BASE_VARS.contains(&n)
+                && !n.starts_with("LC_")
+                && value.starts_with(BROKER_PLACEHOLDER_PREFIX)
+                && value.len() <= MAX_NAME_BYTES * 2
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        };
+        if !ok {
+            return Err(SandboxError::Config(format!(
+                "daemon environment variable {:?} is not one the credential broker sets, or \
+                 its value does not have the broker's shape",
+                n.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The complete environment of a command run in `workspace` (the path as the command sees it),
 /// with the agent's variables (already checked) appended last.
 pub fn build_env(workspace: &Path, agent: &[(String, String)]) -> Vec<(String, String)> {
@@ -166,6 +282,91 @@ mod tests {
         }
         let ok = vec![("RUST_LOG".to_owned(), "debug".to_owned())];
         check_agent_env(&ok).unwrap();
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> SystemEnv {
+        SystemEnv::new(
+            p.iter()
+                .map(|(k, v)| ((*k).to_owned(), Zeroizing::new((*v).to_owned()))),
+        )
+    }
+
+    proptest::proptest! {
+        /// Whatever the daemon passes, an accepted variable is one of the broker's own names
+        /// or a placeholder under a name the floor allows; never a reserved one.
+        #[test]
+        fn system_env_accepts_only_broker_shapes(
+            name in "[A-Za-z_]{1,3}[A-Za-z0-9_ =-]{0,12}|LD_PRELOAD|PATH|HTTPS_PROXY|SSL_CERT_FILE",
+            value in "(comis-broker-placeholder-)?[a-z0-9 ;$/:@.-]{0,20}",
+        ) {
+            let vars = pairs(&[(name.as_str(), value.as_str())]);
+            if check_system_env(&vars).is_ok() {
+                let fixed = SYSTEM_PROXY_VARS.contains(&name.as_str())
+                    || SYSTEM_NO_PROXY_VARS.contains(&name.as_str())
+                    || SYSTEM_CA_VARS.contains(&name.as_str())
+                    || name == "NODE_USE_ENV_PROXY";
+                proptest::prop_assert!(fixed || (
+                    value.starts_with(BROKER_PLACEHOLDER_PREFIX)
+                        && !is_reserved(&name)
+                        && is_valid_name(&name)
+                        && name != "PATH"
+                ));
+                proptest::prop_assert!(!value.contains([' ', ';', '$']));
+            }
+        }
+    }
+
+    #[test]
+    fn system_env_accepts_the_broker_environment() {
+        check_system_env(&pairs(&[
+            ("HTTPS_PROXY", "http://comis:cbt_abc@127.0.0.1:3128"),
+            ("http_proxy", "http://comis:cbt_abc@127.0.0.1:3128"),
+            ("NO_PROXY", ""),
+            ("NODE_USE_ENV_PROXY", "1"),
+            ("SSL_CERT_FILE", "/run/comis/broker-ca.pem"),
+            ("NODE_EXTRA_CA_CERTS", "/run/comis/broker-ca.pem"),
+            ("GH_TOKEN", "comis-broker-placeholder-github"),
+        ]))
+        .unwrap();
+        check_system_env(&SystemEnv::default()).unwrap();
+    }
+
+    #[test]
+    fn system_env_refuses_anything_else() {
+        for (k, v) in [
+            ("LD_PRELOAD", "comis-broker-placeholder-x"),
+            ("BASH_ENV", "comis-broker-placeholder-x"),
+            ("HOME", "comis-broker-placeholder-x"),
+            ("PATH", "comis-broker-placeholder-x"),
+            ("LC_ALL", "comis-broker-placeholder-x"),
+            ("COMIS_BROKER_SOCKET", "comis-broker-placeholder-x"),
+            ("GH_TOKEN", "ghp_realtoken"),
+            ("GH_TOKEN", "comis-broker-placeholder-x; rm -rf /"),
+            ("HTTPS_PROXY", "http://evil.test:8080"),
+            ("HTTPS_PROXY", "http://x@127.0.0.1:3128\nLD_PRELOAD=1"),
+            ("NO_PROXY", "*"),
+            ("SSL_CERT_FILE", "/etc/shadow"),
+            ("NODE_USE_ENV_PROXY", "0"),
+            ("A-B", "comis-broker-placeholder-x"),
+            ("", "comis-broker-placeholder-x"),
+        ] {
+            assert!(check_system_env(&pairs(&[(k, v)])).is_err(), "{k}={v}");
+        }
+        let many = SystemEnv::new((0..65).map(|i| {
+            (
+                format!("V{i}"),
+                Zeroizing::new(format!("{BROKER_PLACEHOLDER_PREFIX}{i}")),
+            )
+        }));
+        assert!(check_system_env(&many).is_err());
+        let dbg = format!(
+            "{:?}",
+            pairs(&[("HTTPS_PROXY", "http://comis:cbt_secret@127.0.0.1:3128")])
+        );
+        assert!(
+            dbg.contains("HTTPS_PROXY") && !dbg.contains("cbt_secret"),
+            "{dbg}"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! rlimits and the cgroup.
 //!
 //! **Guarantees.** A command that fails any check is never spawned (`SandboxError::Blocked`,
-//! `PathRejected`, `ExecDisabled`). The child's environment holds nothing from the daemon's.
+//! `PathRejected`, `ExecDisabled`). The child's environment holds nothing from the daemon's
+//! own; the only daemon-set variables are a broker run's [`ExecRequest::system_env`], held to
+//! the broker's fixed names and value shapes.
 //! The wall timeout kills the whole tree; output is capped.
 //!
 //! **Does not** decide *whether* an agent may exec at all (tool policy, approvals) or which
@@ -23,11 +25,13 @@ use serde::Serialize;
 
 use crate::SandboxError;
 use crate::cgroup::{CgroupSupport, SandboxCgroup};
-use crate::env::{build_env, check_agent_env};
+use crate::env::{SystemEnv, build_env, check_agent_env, check_system_env};
 use crate::limits::Limits;
 use crate::probe::HostProbe;
 use crate::process::{Exit, Launch, Stream, launch};
-use crate::profile::{self, BROKER_SOCKET_IN_SANDBOX, BwrapFeatures, Network, ProfileSpec};
+use crate::profile::{
+    self, BROKER_SOCKET_IN_SANDBOX, BrokerRelay, BwrapFeatures, Network, ProfileSpec,
+};
 use crate::safe_path::safe_path;
 use crate::seccomp::{self, SeccompPrograms};
 
@@ -83,6 +87,9 @@ pub struct SandboxConfig {
     pub hidden: Vec<PathBuf>,
     /// Extra read-only paths (`execSandbox.readOnlyAllowPaths`).
     pub read_only: Vec<PathBuf>,
+    /// The relay program and CA that make `network: broker` a working HTTPS proxy (see
+    /// [`BrokerRelay`]). Without it, broker mode offers the bare socket only.
+    pub broker_relay: Option<BrokerRelay>,
 }
 
 /// Whether and how commands run on this host.
@@ -106,8 +113,21 @@ pub struct ExecRequest {
     pub workspace: PathBuf,
     /// Working directory relative to the workspace (checked with `safe_path`).
     pub cwd: Option<String>,
-    /// Variables the agent asked to set.
+    /// Variables the agent asked to set. Checked by the [`CommandPolicy`] and the hard floor.
     pub env: Vec<(String, String)>,
+    /// Variables the daemon sets for a `network: broker` run: the broker session's
+    /// environment (`BrokerSession::sandbox_env`: proxy URL with the session token, CA
+    /// bundle paths, credential placeholders).
+    ///
+    /// **Why a separate channel.** These names are exactly what the guard's env policy must
+    /// refuse from an agent: an agent that could set `HTTPS_PROXY` or `SSL_CERT_FILE` could
+    /// route traffic or trust a CA of its choosing. They come from the daemon, not the agent,
+    /// so they do not go through the [`CommandPolicy`]; instead they are held to a stricter,
+    /// fixed allowlist ([`crate::env::check_system_env`]: only the broker's names, each with the
+    /// only value shape it may have), they are accepted only with `network: broker` and a
+    /// configured [`BrokerRelay`], and they are applied last, so an agent variable of the same
+    /// name cannot replace a placeholder. Never fill this from agent input.
+    pub system_env: SystemEnv,
     /// Bytes for the command's stdin.
     pub stdin: Option<Vec<u8>>,
     /// The agent's network mode.
@@ -142,6 +162,7 @@ pub struct Sandbox {
     limits: Limits,
     hidden: Vec<PathBuf>,
     read_only: Vec<PathBuf>,
+    broker_relay: Option<BrokerRelay>,
     bwrap: Option<PathBuf>,
     features: BwrapFeatures,
     seccomp: Option<SeccompPrograms>,
@@ -224,6 +245,7 @@ impl Sandbox {
             limits: config.limits,
             hidden,
             read_only,
+            broker_relay: config.broker_relay,
             bwrap: probe.bwrap.clone(),
             features: probe.bwrap_features,
             seccomp: seccomp_programs,
@@ -292,6 +314,20 @@ impl Sandbox {
             .check(&req.command, &req.env)
             .map_err(SandboxError::Blocked)?;
         check_agent_env(&req.env)?;
+        let relay = match &req.network {
+            Network::Broker(_) => self.broker_relay.as_ref(),
+            _ => None,
+        };
+        if !req.system_env.is_empty() {
+            if relay.is_none() {
+                return Err(SandboxError::Config(
+                    "daemon environment variables are only for network: broker with a \
+                     configured broker relay"
+                        .into(),
+                ));
+            }
+            check_system_env(&req.system_env)?;
+        }
         let workspace = std::fs::canonicalize(&req.workspace)
             .ok()
             .filter(|w| w.is_dir())
@@ -329,6 +365,12 @@ impl Sandbox {
             None => Vec::new(),
         };
         let mut env = build_env(&workspace, &req.env);
+        for (name, value) in req.system_env.vars() {
+            match env.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1.clone_from(value),
+                None => env.push((name.clone(), value.as_str().to_owned())),
+            }
+        }
         if matches!(req.network, Network::Broker(_)) {
             env.push((
                 "COMIS_BROKER_SOCKET".into(),
@@ -351,11 +393,16 @@ impl Sandbox {
                         .seccomp
                         .as_ref()
                         .map(|p| (p.deny.as_slice(), p.clone3.as_slice())),
+                    relay,
                 };
                 let built = profile::build(&spec)?;
                 let mut args = built.args;
-                args.push(self.shell.clone().into());
-                args.extend(shell_args);
+                let mut command: Vec<OsString> = vec![self.shell.clone().into()];
+                command.extend(shell_args);
+                match relay {
+                    Some(_) => args.extend(profile::relay_wrapper(command)),
+                    None => args.extend(command),
+                }
                 Launch {
                     program: bwrap.clone(),
                     args,

@@ -12,7 +12,8 @@
 //! - [`helper`]: operator-configured programs (credential helpers), no shell, empty env.
 //!
 //! ## What this crate guarantees
-//! No secret of the daemon reaches a child: every child starts from an empty environment.
+//! No secret of the daemon reaches a child: every child starts from an empty environment (a
+//! broker run adds only the broker's proxy, CA and placeholder variables, never a credential).
 //! Every child has a wall timeout that kills its whole tree, an output cap and rlimits. A
 //! sandboxed command sees its workspace, read-only system directories and nothing of the
 //! host's users, processes, network or `$COMIS_HOME`.
@@ -36,6 +37,7 @@ pub mod profile;
 pub mod safe_path;
 pub mod seccomp;
 
+pub use env::SystemEnv;
 pub use exec::{
     CommandPolicy, ExecOutcome, ExecReport, ExecRequest, ExecState, Sandbox, SandboxConfig,
     SandboxMode,
@@ -45,7 +47,7 @@ pub use limits::Limits;
 pub use policy::GuardPolicy;
 pub use probe::{HostProbe, LayerStatus};
 pub use process::{Exit, Stream};
-pub use profile::Network;
+pub use profile::{BrokerRelay, Network};
 pub use safe_path::{OpenMode, PathRejection, PathVerdict, check_path, open_beneath, safe_path};
 
 /// The one error type of this crate. Messages name the thing that failed, never a secret.

@@ -244,6 +244,7 @@ fn run_smoke(
         features,
         tmp_size: Limits::default().tmp_size,
         seccomp,
+        relay: None,
     };
     let built = profile::build(&spec).map_err(|e| e.to_string())?;
     let mut args = built.args;

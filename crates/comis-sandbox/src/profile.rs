@@ -14,7 +14,9 @@
 //! alternatives, time zone; `resolv.conf`/`hosts` only with network), a synthesized
 //! `/etc/passwd` and `/etc/group`, a fresh `/proc` of its own PID namespace, a minimal `/dev`,
 //! a private size-limited `/tmp`, the workspace read-write at its real path, and the
-//! operator's extra read-only paths. Each hidden path (the daemon passes `$COMIS_HOME`'s
+//! operator's extra read-only paths; in `network: broker` mode also the broker's socket and,
+//! with a [`BrokerRelay`], the `comis` binary and the broker CA (read-only, at fixed paths
+//! under `/run/comis`), with the relay started before the command. Each hidden path (the daemon passes `$COMIS_HOME`'s
 //! secrets) that falls inside a bound path is masked (an empty read-only tmpfs or `/dev/null`
 //! over it); a bound path equal to a hidden one, `/` or a system directory is refused. The
 //! seccomp filters are attached.
@@ -34,6 +36,94 @@ use crate::process::data_pipe;
 
 /// Where the credential broker's socket appears inside a `network: broker` sandbox.
 pub const BROKER_SOCKET_IN_SANDBOX: &str = "/run/comis/broker.sock";
+/// Where the broker's CA certificate appears (read-only) inside a `network: broker` sandbox
+/// with a [`BrokerRelay`]; the CA bundle variables of the broker's environment name it.
+pub const BROKER_CA_IN_SANDBOX: &str = "/run/comis/broker-ca.pem";
+/// Where the relay program (the `comis` binary) appears, read-only.
+pub const RELAY_PROGRAM_IN_SANDBOX: &str = "/run/comis/comis";
+/// The loopback address the relay listens on inside the sandbox (the proxy variables' host).
+pub const RELAY_LISTEN: &str = "127.0.0.1:3128";
+/// Largest broker CA certificate accepted, in bytes.
+pub const MAX_CA_PEM_BYTES: usize = 32 * 1024;
+
+/// What a `network: broker` sandbox needs to give its command a working HTTPS proxy: the
+/// relay program (the daemon's own `comis` binary, run as `comis broker-relay`) and the
+/// broker's CA certificate. Daemon configuration, never an agent's.
+///
+/// With it, the profile binds the program and the certificate read-only at fixed paths
+/// ([`RELAY_PROGRAM_IN_SANDBOX`], [`BROKER_CA_IN_SANDBOX`]) and starts the relay before the
+/// command, which runs only once the relay listens. The relay needs no reaping: the command
+/// is the sandbox's main process, and when it ends bubblewrap's PID namespace ends with it,
+/// killing the relay. Without it, broker mode offers only the bare socket.
+#[derive(Debug, Clone)]
+pub struct BrokerRelay {
+    program: PathBuf,
+    ca_pem: String,
+}
+
+impl BrokerRelay {
+    /// `program` is the `comis` binary (canonicalized; must be a regular file), `ca_pem` the
+    /// broker CA certificate in PEM. The certificate is handed to bubblewrap as data, never as
+    /// a host path, so no other host file can be exposed through it; it must hold
+    /// certificates only (a private key is refused).
+    ///
+    /// # Errors
+    /// [`SandboxError::Config`] naming what is wrong.
+    pub fn new(program: &Path, ca_pem: &str) -> Result<BrokerRelay, SandboxError> {
+        let program = std::fs::canonicalize(program)
+            .ok()
+            .filter(|p| p.is_file())
+            .ok_or_else(|| {
+                SandboxError::Config(format!(
+                    "broker relay program {} is not a file",
+                    program.display()
+                ))
+            })?;
+        if ca_pem.len() > MAX_CA_PEM_BYTES
+            || !ca_pem
+                .trim_start()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+            || ca_pem.contains("PRIVATE KEY")
+            || ca_pem.contains('\0')
+        {
+            return Err(SandboxError::Config(
+                "the broker CA must be PEM certificates only (no private key), at most 32 KiB"
+                    .into(),
+            ));
+        }
+        Ok(BrokerRelay {
+            program,
+            ca_pem: ca_pem.to_owned(),
+        })
+    }
+
+    /// The relay program on the host.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+}
+
+/// The words after bubblewrap's `--` for a broker sandbox with a relay: a POSIX `sh` starts
+/// the relay in the background and waits, through a command substitution, for its `ready`
+/// line and the end of its output (the relay closes its stdout once listening); then it
+/// `exec`s the real command, which keeps the sandbox's stdin, stdout and stderr. If the relay
+/// does not come up the command is not run (exit 125).
+pub(crate) fn relay_wrapper(command: Vec<OsString>) -> Vec<OsString> {
+    let script = format!(
+        "r=$(\"$0\" broker-relay --listen {RELAY_LISTEN} --socket {BROKER_SOCKET_IN_SANDBOX} \
+         --ready </dev/null &); \
+         [ \"$r\" = ready ] || {{ echo 'comis: the broker relay did not start' >&2; exit 125; }}; \
+         exec \"$@\""
+    );
+    let mut words: Vec<OsString> = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        script.into(),
+        RELAY_PROGRAM_IN_SANDBOX.into(),
+    ];
+    words.extend(command);
+    words
+}
 
 /// The network a sandboxed command gets.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -153,6 +243,8 @@ pub(crate) struct ProfileSpec<'a> {
     pub tmp_size: u64,
     /// Seccomp programs (deny list, clone3), or `None` to run without.
     pub seccomp: Option<(&'a [u8], &'a [u8])>,
+    /// The relay and CA for `network: broker` (ignored for other networks).
+    pub relay: Option<&'a BrokerRelay>,
 }
 
 /// A ready argument list and the descriptors it refers to (to be inherited by bubblewrap).
@@ -271,6 +363,17 @@ pub(crate) fn build(spec: &ProfileSpec<'_>) -> Result<BuiltProfile, SandboxError
     }
     if let Network::Broker(socket) = spec.network {
         a.two("--bind", socket, BROKER_SOCKET_IN_SANDBOX);
+        if let Some(relay) = spec.relay {
+            check_not_hidden(&relay.program, spec.hidden)?;
+            a.two("--ro-bind", &relay.program, RELAY_PROGRAM_IN_SANDBOX);
+            let fd = data_pipe(relay.ca_pem.as_bytes())?;
+            a.two(
+                "--ro-bind-data",
+                fd.as_raw_fd().to_string(),
+                BROKER_CA_IN_SANDBOX,
+            );
+            fds.push(fd);
+        }
     }
     a.opt(
         "--chdir",

@@ -1,18 +1,19 @@
-//! The credential broker with the real sandbox: a `curl` inside a `network: broker`
-//! bubblewrap sandbox reaches a local TLS upstream (its own test CA) through our relay
-//! (`comis broker-relay`, inside the sandbox) and the broker's Unix socket (the only network
-//! path bound in), and the upstream receives the real key, while `env` and
-//! `/proc/self/environ` inside show only the placeholder and direct egress fails.
+//! The credential broker with the real sandbox, through the real path: `comis sandbox run
+//! --network broker --broker-socket … --broker-ca … --broker-env …` binds the broker's CA and
+//! the comis binary, starts the relay (`comis broker-relay`) inside and runs the command once
+//! it listens. A `curl` inside reaches a local TLS upstream (its own test CA) through the
+//! relay and the broker's Unix socket (the only network path bound in), and the upstream
+//! receives the real key, while `env` and `/proc/self/environ` inside show only the
+//! placeholder, the broker's refusals are observed, and direct egress fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use comis_net::broker::SANDBOX_CA_FILE;
 use comis_net::broker::{Bindings, Broker, BrokerCa, BrokerLimits};
 use comis_net::resolve::{LookupFuture, Resolver};
 use comis_net::{ClientConfig, EgressContext, GuardedClient, NetAudit, NetEvent, SsrfPolicy};
-use comis_sandbox::{CommandPolicy, ExecRequest, HostProbe, Network, Sandbox, SandboxConfig};
+use comis_sandbox::HostProbe;
 use comis_secrets::{SecretManager, SecretString};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,14 +35,6 @@ impl Resolver for UpstreamDns {
                 Err(std::io::Error::new(std::io::ErrorKind::NotFound, "unknown"))
             }
         })
-    }
-}
-
-/// Commands here are the test's own; the point is what the sandbox and the broker stop.
-struct AllowAll;
-impl CommandPolicy for AllowAll {
-    fn check(&self, _: &str, _: &[(String, String)]) -> Result<(), String> {
-        Ok(())
     }
 }
 
@@ -110,10 +103,6 @@ async fn upstream(
     (port, ca_cert.der().clone())
 }
 
-fn bin_dir() -> PathBuf {
-    Path::new(BIN).parent().unwrap().canonicalize().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandboxed_curl_gets_the_real_key_upstream_and_only_the_placeholder_inside() {
     let probe = HostProbe::run(None);
@@ -161,14 +150,10 @@ async fn sandboxed_curl_gets_the_real_key_upstream_and_only_the_placeholder_insi
     let b = broker.clone();
     tokio::spawn(async move { b.serve(listener).await });
 
-    // The CA certificate is offered inside through a read-only directory.
-    let ca_dir = tempfile::Builder::new()
-        .prefix("comis-ca-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let ca_file = ca_dir.path().canonicalize().unwrap().join("broker-ca.pem");
+    // What the daemon hands the sandbox: the CA certificate and the session's environment
+    // (proxy URL with the token, CA variables naming the fixed in-sandbox path, placeholders).
+    let ca_file = home.path().join("broker-ca.pem");
     std::fs::write(&ca_file, broker.ca_pem()).unwrap();
-
     let secrets = Arc::new(SecretManager::from_values([(
         "UPSTREAM_KEY".to_owned(),
         SecretString::from(REAL.to_owned()),
@@ -177,52 +162,68 @@ async fn sandboxed_curl_gets_the_real_key_upstream_and_only_the_placeholder_insi
         .open_session(EgressContext::new("coder", "trace-sbx"), secrets)
         .unwrap();
     let relay = "127.0.0.1:3128".parse().unwrap();
-    let env: Vec<(String, String)> = session
-        .sandbox_env(broker.bindings(), relay, &ca_file.to_string_lossy())
+    let env_file = home.path().join("broker.env");
+    let env_text: String = session
+        .sandbox_env(broker.bindings(), relay, SANDBOX_CA_FILE)
         .into_iter()
-        .map(|(k, v)| (k, v.as_str().to_owned()))
+        .map(|(k, v)| format!("{k}={}\n", v.as_str()))
         .collect();
+    std::fs::write(&env_file, env_text).unwrap();
 
     let workspace = home.path().join("workspaces/coder");
     std::fs::create_dir_all(&workspace).unwrap();
-    let command = format!(
-        "{bin} broker-relay --listen 127.0.0.1:3128 >/dev/null 2>&1 & \
-         curl -sS --retry 20 --retry-connrefused --retry-delay 1 --max-time 30 \
-           -H \"x-api-key: $UPSTREAM_KEY\" https://{HOST}:{port}/v1/messages; echo; \
-         echo ENV-BEGIN; env; echo ENV-END; \
-         echo PROC-BEGIN; cat /proc/self/environ | tr '\\0' '\\n'; echo PROC-END; \
-         curl -s -o /dev/null -w 'bad-token=%{{http_connect}}\n' --proxy http://comis:cbt_forged@127.0.0.1:3128 https://{HOST}:{port}/v1/x; \
-         curl -s -o /dev/null -w 'unbound-host=%{{http_connect}}\n' https://evil.example/; \
-         curl -s -o /dev/null -w 'unbound-path=%{{http_code}}\n' https://{HOST}:{port}/admin; \
-         curl -s -o /dev/null -w 'missing-secret=%{{http_code}}\n' https://{HOST}:{port}/m/x; \
-         curl -sS --noproxy '*' --max-time 5 -k https://127.0.0.1:{port}/v1/messages; \
-         echo \"direct=$?\"; kill $!",
-        bin = BIN
+    // The probe is a script in the workspace: the command line stays plain (`sh probe.sh`)
+    // for the exec validator, and the script shows what the sandbox and the broker stop.
+    // No retries: the sandbox starts the command only once the relay listens.
+    let script = format!(
+        "curl -sS --max-time 30 -H \"x-api-key: $UPSTREAM_KEY\" https://{HOST}:{port}/v1/messages; echo\n\
+         echo ENV-BEGIN; env; echo ENV-END\n\
+         echo PROC-BEGIN; cat /proc/self/environ | tr '\\0' '\\n'; echo PROC-END\n\
+         curl -s -o /dev/null -w 'bad-token=%{{http_connect}}\\n' --proxy http://comis:cbt_forged@127.0.0.1:3128 https://{HOST}:{port}/v1/x\n\
+         curl -s -o /dev/null -w 'unbound-host=%{{http_connect}}\\n' https://evil.example/\n\
+         curl -s -o /dev/null -w 'unbound-path=%{{http_code}}\\n' https://{HOST}:{port}/admin\n\
+         curl -s -o /dev/null -w 'missing-secret=%{{http_code}}\\n' https://{HOST}:{port}/m/x\n\
+         curl -sS --noproxy '*' --max-time 5 -k https://127.0.0.1:{port}/v1/messages\n\
+         echo \"direct=$?\"\n"
     );
-    let sandbox = Sandbox::new(
-        SandboxConfig {
-            hidden: vec![home.path().to_path_buf()],
-            read_only: vec![bin_dir(), ca_dir.path().canonicalize().unwrap()],
-            ..SandboxConfig::default()
-        },
-        &probe,
-    )
+    std::fs::write(workspace.join("probe.sh"), script).unwrap();
+
+    // The real path: `comis sandbox run --network broker`, which binds the CA and this
+    // binary, starts the relay inside and waits for it before running the command.
+    let args: Vec<std::ffi::OsString> = vec![
+        "sandbox".into(),
+        "run".into(),
+        "--workspace".into(),
+        workspace.clone().into(),
+        "--hide".into(),
+        home.path().into(),
+        "--network".into(),
+        "broker".into(),
+        "--broker-socket".into(),
+        socket.clone().into(),
+        "--broker-ca".into(),
+        ca_file.clone().into(),
+        "--broker-env".into(),
+        env_file.clone().into(),
+        "--timeout".into(),
+        "90".into(),
+        "--".into(),
+        "sh probe.sh".into(),
+    ];
+    let home_dir = home.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(&args)
+            .env("COMIS_HOME", &home_dir)
+            .output()
+            .unwrap()
+    })
+    .await
     .unwrap();
-    let req = ExecRequest {
-        command,
-        workspace: workspace.clone(),
-        env,
-        network: Network::Broker(socket.clone()),
-        timeout: Some(Duration::from_secs(90)),
-        ..ExecRequest::default()
-    };
-    let out = tokio::task::spawn_blocking(move || sandbox.run(&req, &AllowAll))
-        .await
-        .unwrap()
-        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let all = format!("{stdout}\n{stderr}\n{:?}", out.report);
+    let all = format!("{stdout}\n{stderr}\n{:?}", out.status);
+    assert_eq!(out.status.code(), Some(0), "{all}");
 
     // Through the broker: the upstream got the real key, the CLI got the answer.
     assert!(stdout.contains("upstream saw: GET /v1/messages"), "{all}");

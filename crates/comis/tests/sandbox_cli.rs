@@ -137,6 +137,18 @@ fn timeout_exits_124_and_usage_errors_exit_2() {
         vec!["--timeout", "nan", "--", "true"],
         vec!["--env", "NOEQUALS", "--", "true"],
         vec!["--network", "wifi", "--", "true"],
+        // The relay flags need the broker socket, the env file needs the CA.
+        vec!["--broker-ca", "/etc/hostname", "--", "true"],
+        vec![
+            "--network",
+            "broker",
+            "--broker-socket",
+            "/nonexistent.sock",
+            "--broker-env",
+            "/etc/hostname",
+            "--",
+            "true",
+        ],
     ] {
         let mut full = vec!["sandbox", "run", "--workspace", ws_s];
         full.extend(bad.iter());
@@ -165,4 +177,67 @@ fn probe_reports_every_layer() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["exec"]["state"], "sandboxed");
     assert_eq!(v["probe"]["seccomp"]["active"], true);
+}
+
+#[test]
+fn broker_files_are_checked_before_anything_runs() {
+    let (home, ws) = setup();
+    let ws_s = ws.to_str().unwrap();
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("broker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let ca = home.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let key = home.path().join("key.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n\
+         -----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let hostile = home.path().join("hostile.env");
+    std::fs::write(&hostile, "LD_PRELOAD=comis-broker-placeholder-x\n").unwrap();
+    let smuggled = home.path().join("smuggled.env");
+    std::fs::write(&smuggled, "GH_TOKEN=ghp_real_token_value\n").unwrap();
+    let junk = home.path().join("junk.env");
+    std::fs::write(&junk, "no equals sign\n").unwrap();
+    let huge = home.path().join("huge.env");
+    std::fs::write(&huge, "A=".to_owned() + &"x".repeat(70 * 1024)).unwrap();
+    let (sock_s, ca_s) = (sock.to_str().unwrap(), ca.to_str().unwrap());
+    for (ca_arg, env_arg) in [
+        (key.to_str().unwrap(), None),
+        ("/nonexistent/ca.pem", None),
+        (ca_s, Some(hostile.to_str().unwrap())),
+        (ca_s, Some(smuggled.to_str().unwrap())),
+        (ca_s, Some(junk.to_str().unwrap())),
+        (ca_s, Some(huge.to_str().unwrap())),
+        (ca_s, Some("/nonexistent/broker.env")),
+    ] {
+        let marker = ws.join("ran");
+        let mut args = vec![
+            "sandbox",
+            "run",
+            "--workspace",
+            ws_s,
+            "--network",
+            "broker",
+            "--broker-socket",
+            sock_s,
+            "--broker-ca",
+            ca_arg,
+        ];
+        if let Some(e) = env_arg {
+            args.extend(["--broker-env", e]);
+        }
+        args.extend(["--", "touch ran"]);
+        let out = comis(home.path(), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{ca_arg} {env_arg:?}: {err}");
+        assert!(!marker.exists(), "{ca_arg} {env_arg:?}");
+        assert!(!err.contains("ghp_real_token_value"), "{err}");
+    }
 }

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use comis_sandbox::{
-    ExecRequest, ExecState, Exit, GuardPolicy, HostProbe, LayerStatus, Network, Sandbox,
-    SandboxConfig, SandboxError, Stream,
+    BrokerRelay, ExecRequest, ExecState, Exit, GuardPolicy, HostProbe, LayerStatus, Network,
+    Sandbox, SandboxConfig, SandboxError, Stream, SystemEnv,
 };
+use zeroize::Zeroizing;
 
 use super::CliError;
 
@@ -33,7 +34,7 @@ pub struct SandboxArgs {
 enum SandboxCommand {
     /// Run a command in the agent sandbox: CMD… is joined with spaces into one shell command
     /// (as `ssh` does) and run as `bash -c`, exactly like an agent's exec.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print what this host supports and which sandbox layers are active.
     Probe {
         /// Print the probe as JSON.
@@ -56,6 +57,16 @@ struct RunArgs {
     /// The credential broker's Unix socket (for --network broker).
     #[arg(long)]
     broker_socket: Option<PathBuf>,
+    /// The broker's CA certificate (PEM). With it, --network broker gets a working HTTPS
+    /// proxy: the certificate is bound read-only at /run/comis/broker-ca.pem and the relay
+    /// (this binary, `comis broker-relay`) starts on 127.0.0.1:3128 before the command.
+    #[arg(long, requires = "broker_socket")]
+    broker_ca: Option<PathBuf>,
+    /// The broker session's environment, as the daemon writes it: a file of NAME=VALUE lines
+    /// (proxy URL with the session token, CA variables, placeholders). Set by the daemon, not
+    /// checked like an agent's --env, but only the broker's own names and value shapes pass.
+    #[arg(long, requires = "broker_ca")]
+    broker_env: Option<PathBuf>,
     /// Wall timeout in seconds (default 120, at most 600); the whole process tree is killed.
     #[arg(long)]
     timeout: Option<f64>,
@@ -81,7 +92,7 @@ enum NetworkArg {
 
 pub fn run(args: SandboxArgs) -> Result<ExitCode, CliError> {
     match args.command {
-        SandboxCommand::Run(a) => run_command(a),
+        SandboxCommand::Run(a) => run_command(*a),
         SandboxCommand::Probe { json } => probe(json),
     }
 }
@@ -127,9 +138,40 @@ fn run_command(a: RunArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Usage(format!("the current directory: {e}")))?,
     };
 
+    let broker_relay = match &a.broker_ca {
+        Some(ca) => {
+            let pem = read_small(ca, "--broker-ca")?;
+            let program = std::env::current_exe()
+                .map_err(|e| CliError::Usage(format!("finding the comis binary: {e}")))?;
+            Some(BrokerRelay::new(&program, &pem)?)
+        }
+        None => None,
+    };
+    let system_env = match &a.broker_env {
+        Some(file) => {
+            let text = Zeroizing::new(read_small(file, "--broker-env")?);
+            SystemEnv::new(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| {
+                        l.split_once('=')
+                            .map(|(k, v)| (k.to_owned(), Zeroizing::new(v.to_owned())))
+                            .ok_or_else(|| {
+                                CliError::Usage(
+                                    "--broker-env: every line must be NAME=VALUE".into(),
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+        }
+        None => SystemEnv::default(),
+    };
+
     let probe = HostProbe::run(None);
     let config = SandboxConfig {
         hidden: a.hide,
+        broker_relay,
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::new(config, &probe)?;
@@ -141,6 +183,7 @@ fn run_command(a: RunArgs) -> Result<ExitCode, CliError> {
         workspace,
         cwd: a.cwd,
         env,
+        system_env,
         stdin: None,
         network,
         timeout,
@@ -188,6 +231,25 @@ fn run_command(a: RunArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::from(
         u8::try_from(report.exit.shell_code()).unwrap_or(1),
     ))
+}
+
+/// Largest --broker-ca / --broker-env file read.
+const MAX_BROKER_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads a small text file named by `flag` (bounded, UTF-8). Errors name the flag and the
+/// path, never the content (the env file holds a session token).
+fn read_small(path: &std::path::Path, flag: &str) -> Result<String, CliError> {
+    use std::io::Read;
+    let fail = |what: String| CliError::Usage(format!("{flag} {}: {what}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut text = String::new();
+    file.take(MAX_BROKER_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(e.to_string()))?;
+    if text.len() as u64 > MAX_BROKER_FILE_BYTES {
+        return Err(fail(format!("larger than {MAX_BROKER_FILE_BYTES} bytes")));
+    }
+    Ok(text)
 }
 
 fn probe(json: bool) -> Result<ExitCode, CliError> {
