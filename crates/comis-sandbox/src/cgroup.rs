@@ -101,8 +101,17 @@ impl CgroupSupport {
             if !group.dirs.contains(&dir) {
                 fs::create_dir(&dir)?;
                 group.dirs.push(dir.clone());
+                // v1: the child writes `0` to `tasks`, which moves only the calling thread
+                // (after `fork` the child's only one, so the whole process) and lets the
+                // kernel skip the global threadgroup lock that a `cgroup.procs` write takes:
+                // that lock waits for an RCU grace period, 10–20 ms on a loaded host, on
+                // every spawn. v2 has no such file for domain cgroups, so `cgroup.procs`.
+                let join_file = match c.version {
+                    CgroupVersion::V1 => "tasks",
+                    CgroupVersion::V2 => "cgroup.procs",
+                };
                 group.procs.push(rustix::fs::open(
-                    dir.join("cgroup.procs"),
+                    dir.join(join_file),
                     OFlags::WRONLY | OFlags::CLOEXEC,
                     Mode::empty(),
                 )?);
@@ -130,7 +139,8 @@ pub(crate) struct SandboxCgroup {
 }
 
 impl SandboxCgroup {
-    /// The `cgroup.procs` descriptors the child writes `0` to (itself) before `exec`.
+    /// The descriptors the child writes `0` to (itself) before `exec`: `tasks` on v1,
+    /// `cgroup.procs` on v2.
     pub(crate) fn procs_fds(&self) -> std::io::Result<Vec<OwnedFd>> {
         self.procs.iter().map(|fd| fd.try_clone()).collect()
     }
@@ -177,8 +187,9 @@ impl Drop for SandboxCgroup {
     }
 }
 
-/// Writes `0` (the calling process) into each `cgroup.procs`. Only `write(2)`: safe between
-/// `fork` and `exec`.
+/// Writes `0` (the caller) into each join file (`tasks` on v1, `cgroup.procs` on v2). Called
+/// between `fork` and `exec`, where the child has a single thread, so moving the calling
+/// thread moves the whole process. Only `write(2)`: async-signal-safe.
 pub(crate) fn join_self(procs: &[OwnedFd]) -> std::io::Result<()> {
     for fd in procs {
         rustix::io::write(fd, b"0")?;
@@ -274,7 +285,10 @@ fn writable(c: &ControllerDir) -> bool {
     }
     let ok = fs::OpenOptions::new()
         .write(true)
-        .open(probe.join("cgroup.procs"))
+        .open(probe.join(match c.version {
+            CgroupVersion::V1 => "tasks",
+            CgroupVersion::V2 => "cgroup.procs",
+        }))
         .and_then(|mut f| f.flush())
         .is_ok();
     let _ = fs::remove_dir(&probe);
