@@ -1,6 +1,6 @@
 //! Timestamps: milliseconds since the Unix epoch in the database, RFC 3339 UTC on the way out.
 //!
-//! Guarantees: [`format_ms`] is total (any `i64` formats, no panic); [`parse_duration`]
+//! Guarantees: [`format_ms`] and [`format_secs`] are total (any `i64` formats, no panic); [`parse_duration`]
 //! accepts only `<digits><unit>` with unit `ms`, `s`, `m`, `h`, `d` or `w` and refuses
 //! overflow.
 
@@ -18,11 +18,20 @@ pub fn now_ms() -> i64 {
 
 /// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
 pub fn format_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
+    let (date, time) = civil(ms.div_euclid(1000));
+    format!("{date}T{time}.{:03}Z", ms.rem_euclid(1000))
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+pub fn format_secs(secs: i64) -> String {
+    let (date, time) = civil(secs);
+    format!("{date}T{time}Z")
+}
+
+/// Date and time of day for `secs` since the epoch, via Howard Hinnant's civil_from_days.
+fn civil(secs: i64) -> (String, String) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -32,11 +41,9 @@ pub fn format_ms(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
     )
 }
 
@@ -73,6 +80,17 @@ pub fn parse_duration(s: &str) -> Result<i64> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn format_secs_known_dates() {
+        assert_eq!(format_secs(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_secs(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_secs(1_767_225_599), "2025-12-31T23:59:59Z");
+        assert_eq!(format_secs(4_102_444_800), "2100-01-01T00:00:00Z");
+        assert!(format_secs(i64::MAX).ends_with('Z'));
+        assert_eq!(format_secs(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(format_ms(1_500), "1970-01-01T00:00:01.500Z");
+    }
 
     #[test]
     fn formats_utc() {

@@ -16,7 +16,8 @@ use comis_store::{AgentId, AuditEvent, AuditFilter, Outcome, time};
 use serde_json::json;
 
 use super::CliError;
-use super::memory::{open_store, out, printable};
+use super::memory::{open_store, printable};
+use super::out;
 
 /// How often `tail -f` looks for new events.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);

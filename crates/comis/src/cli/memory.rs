@@ -11,7 +11,7 @@
 //! blocked or downgraded write, a refused overwrite or removal) are audit events like the
 //! daemon's. Exit status: 0 on success, 2 on any error or refusal (one line on stderr).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -22,7 +22,7 @@ use comis_store::{
 };
 use serde_json::json;
 
-use super::CliError;
+use super::{CliError, out};
 use crate::config::home;
 
 /// The agent used when `--agent` is not given.
@@ -338,29 +338,19 @@ fn line(m: &comis_store::Memory) -> String {
     )
 }
 
-/// `s` with control characters (including newlines) and bidi controls escaped, so stored
-/// text cannot drive the terminal.
+/// `s` with control characters (including newlines) and every invisible character of the
+/// guard's table (bidi controls, zero-width, tag characters, …) escaped, so stored text can
+/// neither drive the terminal nor hide or reorder what the operator reads.
 pub(super) fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}');
-        if c.is_control() || bidi {
+        if c.is_control() || comis_guard::unicode::invisible_category(c).is_some() {
             out.push_str(&c.escape_unicode().to_string());
         } else {
             out.push(c);
         }
     }
     out
-}
-
-/// Writes `text` to standard output.
-pub(super) fn out(text: &str) -> Result<ExitCode, CliError> {
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(CliError::Stdout)?;
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -374,5 +364,8 @@ mod tests {
         assert_eq!(printable("x\ny"), "x\\u{a}y");
         assert_eq!(printable("abc\u{202e}cba"), "abc\\u{202e}cba");
         assert_eq!(printable("café 東京"), "café 東京");
+        // Hidden text: a zero-width space and a tag character are shown, not swallowed.
+        assert_eq!(printable("a\u{200b}b"), "a\\u{200b}b");
+        assert_eq!(printable("hi\u{e0069}"), "hi\\u{e0069}");
     }
 }

@@ -10,6 +10,7 @@ mod relay;
 mod sandbox;
 mod secrets;
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +63,16 @@ pub enum CliError {
     Store(#[from] comis_store::StoreError),
     #[error("{0}")]
     Net(#[from] comis_net::NetError),
+}
+
+/// Writes `text` to standard output; the one way subcommands print their result.
+pub(crate) fn out(text: &str) -> Result<ExitCode, CliError> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(CliError::Stdout)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {

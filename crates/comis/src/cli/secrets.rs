@@ -9,7 +9,7 @@
 //! The vault lives in `$COMIS_HOME/secrets.enc`; the master key comes from `COMIS_MASTER_KEY`
 //! or `$COMIS_HOME/master.key`, which `set` creates (0600) when there is neither key nor vault.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -17,7 +17,7 @@ use comis_secrets::vault::MAX_VALUE_LEN;
 use comis_secrets::{ExposeSecret, KeySource, MasterKey, SecretName, Vault, prompt};
 use serde_json::json;
 
-use super::CliError;
+use super::{CliError, out};
 use crate::config::home;
 
 #[derive(Debug, Args)]
@@ -84,15 +84,6 @@ pub fn run(args: SecretsArgs) -> Result<ExitCode, CliError> {
         SecretsCommand::Rm { name } => rm(&name),
         SecretsCommand::RotateKey { new_key_stdin } => rotate(new_key_stdin),
     }
-}
-
-fn out(text: &str) -> Result<ExitCode, CliError> {
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(CliError::Stdout)?;
-    Ok(ExitCode::SUCCESS)
 }
 
 fn open_existing() -> Result<Vault, CliError> {
@@ -201,26 +192,9 @@ fn rotate(new_key_stdin: bool) -> Result<ExitCode, CliError> {
     ))
 }
 
-/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+/// Seconds since the Unix epoch as RFC 3339 UTC.
 fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (non-negative here).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    comis_store::time::format_secs(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
