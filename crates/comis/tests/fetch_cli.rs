@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_comis");
 
-/// Serves `responses` (raw HTTP), one per connection, then stops.
+/// Serves `responses` (raw HTTP), one per connection, then stops. Each response must say
+/// `connection: close`: the server drops the socket after it, and a client that kept it alive
+/// would see a reset.
 fn server(responses: Vec<String>) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -62,7 +64,8 @@ fn blocked_urls_exit_1_with_the_finding() {
 #[test]
 fn an_excepted_local_server_is_fetched_and_redirects_are_reported() {
     let port = server(vec![
-        "HTTP/1.1 302 Found\r\nlocation: /final\r\ncontent-length: 0\r\n\r\n".into(),
+        "HTTP/1.1 302 Found\r\nlocation: /final\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            .into(),
         "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello".into(),
     ]);
     let dir = tempfile::tempdir().unwrap();
