@@ -9,6 +9,8 @@
 //! against.
 #![forbid(unsafe_code)]
 
+pub mod config;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

@@ -53,3 +53,22 @@ pub struct TlsConfig {
 fn yes() -> bool {
     true
 }
+
+/// `webhooks`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    pub enabled: bool,
+    pub path: String,
+    pub max_body_bytes: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            enabled: false,
+            path: "/hooks".to_owned(),
+            max_body_bytes: 262_144,
+        }
+    }
+}

@@ -64,10 +64,49 @@ pub trait Tool: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<ToolOutput, ToolError>>;
 }
 
-/// What a tool may reach for the calling agent. Filled in by the runtime.
-#[derive(Debug)]
+/// What a tool may reach for the calling agent. Built by the runtime for each call.
+#[derive(Debug, Clone)]
 pub struct ToolContext {
     pub agent_id: String,
     pub trace_id: String,
+    pub session: String,
+    /// The agent's workspace root; every agent-supplied path is resolved beneath it with
+    /// `comis_sandbox::safe_path`.
     pub workspace: std::path::PathBuf,
+    /// The exec sandbox; `None` means exec is refused (no sandbox, no exec).
+    pub sandbox: Option<std::sync::Arc<comis_sandbox::Sandbox>>,
+    /// The SSRF-guarded client for `web.fetch`; `None` means no network for this agent.
+    pub http: Option<comis_net::GuardedClient>,
+    pub store: std::sync::Arc<comis_store::Store>,
+    pub events: crate::event::EventBus,
+    /// Daemon services reached by messaging, sub-agent and admin tools.
+    pub services: std::sync::Arc<dyn Services>,
+    /// Sub-agent depth of the calling agent (0 for a top-level agent; spawn refused at 3).
+    pub depth: u32,
+}
+
+/// Daemon services that tools reach but the agent crate does not own (channels, the runtime's
+/// sub-agents, gateway tokens). The daemon implements this; each call is already approved and
+/// policy-checked by the time it arrives.
+pub trait Services: Send + Sync + fmt::Debug {
+    /// Sends `text` (already through the output guard) to a chat on a channel.
+    fn send_message<'a>(
+        &'a self,
+        channel: &'a str,
+        chat: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Names of the running channels.
+    fn list_channels(&self) -> Vec<String>;
+    /// Runs `task` as a sub-agent of `parent` at `depth` with its own budget; returns its reply.
+    fn spawn_agent<'a>(
+        &'a self,
+        parent: &'a str,
+        depth: u32,
+        task: String,
+    ) -> BoxFuture<'a, Result<String, String>>;
+    /// Revokes a gateway token by id.
+    fn revoke_token(&self, id: &str) -> Result<(), String>;
+    /// Removes an agent from the running fleet.
+    fn delete_agent(&self, id: &str) -> Result<(), String>;
 }
