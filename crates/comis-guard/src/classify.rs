@@ -17,7 +17,8 @@
 //!
 //! ## What it does not guarantee
 //! The class of a *known* action is only as good as the table; the table is the original's 178
-//! entries (69 read, 67 mutate, 42 destructive). Classification does not look at parameters:
+//! entries (69 read, 67 mutate, 42 destructive) plus three built-in tools of comis the
+//! original lacked (`file.list` read, `file.edit` and `agents.spawn` mutate). Classification does not look at parameters:
 //! `system.exec` is destructive whatever the command, and the exec validator judges the command.
 //!
 //! [`seal`]: ClassifierBuilder::seal
@@ -415,6 +416,11 @@ pub const DEFAULT_ACTIONS: &[(&str, ActionClass)] = &[
     ("graph.list", R),
     ("graph.cancel", D),
     ("graph.delete", D),
+    // comis additions: built-in tools the original table lacked (issue 7). Without an entry
+    // they would fail closed to destructive and wait for an operator on every call.
+    ("file.edit", M),
+    ("file.list", R),
+    ("agents.spawn", M),
 ];
 
 #[cfg(test)]
@@ -475,10 +481,11 @@ mod tests {
     fn default_table_matches_the_inventory() {
         let names: HashSet<&str> = DEFAULT_ACTIONS.iter().map(|(n, _)| *n).collect();
         assert_eq!(names.len(), DEFAULT_ACTIONS.len(), "duplicate action");
-        assert_eq!(DEFAULT_ACTIONS.len(), 178);
+        // The original's 178 plus comis's 3 (file.edit, file.list, agents.spawn).
+        assert_eq!(DEFAULT_ACTIONS.len(), 181);
         let count = |c| DEFAULT_ACTIONS.iter().filter(|(_, k)| *k == c).count();
-        assert_eq!(count(ActionClass::Read), 69);
-        assert_eq!(count(ActionClass::Mutate), 67);
+        assert_eq!(count(ActionClass::Read), 70);
+        assert_eq!(count(ActionClass::Mutate), 69);
         assert_eq!(count(ActionClass::Destructive), 42);
         let destructive: HashSet<&str> = DEFAULT_ACTIONS
             .iter()

@@ -7,10 +7,46 @@
 //! is wrapped as external content by the loop, not by the tool.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::provider::BoxFuture;
+
+pub mod args;
+pub mod exec;
+pub mod file;
+pub mod fleet;
+pub mod memory;
+pub mod web;
+
+pub use exec::SystemExec;
+pub use file::{FileDelete, FileEdit, FileList, FileRead, FileWrite};
+pub use fleet::{AgentsDelete, AgentsSpawn, ChannelsList, MessageSend, TokensRevoke};
+pub use memory::{MemoryClear, MemorySearch, MemoryStore};
+pub use web::WebFetch;
+
+/// Every built-in tool, in a stable order. The runtime filters this list by the agent's tool
+/// policy before the model sees it; each tool's `action()` is its class in the classifier.
+pub fn builtin_tools() -> Vec<Arc<dyn Tool>> {
+    vec![
+        Arc::new(FileRead),
+        Arc::new(FileWrite),
+        Arc::new(FileEdit),
+        Arc::new(FileList),
+        Arc::new(FileDelete),
+        Arc::new(SystemExec::default()),
+        Arc::new(WebFetch),
+        Arc::new(MemorySearch),
+        Arc::new(MemoryStore),
+        Arc::new(MemoryClear),
+        Arc::new(MessageSend),
+        Arc::new(ChannelsList),
+        Arc::new(AgentsSpawn),
+        Arc::new(TokensRevoke),
+        Arc::new(AgentsDelete),
+    ]
+}
 
 /// What a tool returns to the model.
 #[derive(Debug, Clone, PartialEq)]
