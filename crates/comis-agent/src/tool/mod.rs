@@ -28,6 +28,11 @@ pub use web::WebFetch;
 
 /// Every built-in tool, in a stable order. The runtime filters this list by the agent's tool
 /// policy before the model sees it; each tool's `action()` is its class in the classifier.
+///
+/// The `layer` of a [`ToolError::Refused`] from these tools is one of: `safe_path` (path outside
+/// the workspace), `exec_validator` (command or env refused), `sandbox` (no working sandbox),
+/// `network` (no client for this agent), `ssrf` (address refused), `memory_validator` (poisoned
+/// memory write), `memory_trust` (lower trust may not replace or delete higher), `spawn_depth`.
 pub fn builtin_tools() -> Vec<Arc<dyn Tool>> {
     vec![
         Arc::new(FileRead),
