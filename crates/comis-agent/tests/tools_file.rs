@@ -309,14 +309,28 @@ async fn symlinks_that_stay_inside_are_followed_for_reading() {
     std::fs::write(f.ws.join("real/a.txt"), "inside").unwrap();
     std::os::unix::fs::symlink("real", f.ws.join("dirlink")).unwrap();
     std::os::unix::fs::symlink("real/a.txt", f.ws.join("filelink")).unwrap();
-    let r = f.call("file.read", json!({"path": "dirlink/a.txt"})).await.unwrap();
+    let r = f
+        .call("file.read", json!({"path": "dirlink/a.txt"}))
+        .await
+        .unwrap();
     assert_eq!(r.text, "inside");
-    let l = f.call("file.list", json!({"path": "dirlink"})).await.unwrap();
+    let l = f
+        .call("file.list", json!({"path": "dirlink"}))
+        .await
+        .unwrap();
     assert_eq!(l.text, "a.txt\t6");
     // A link that stays inside resolves to its target, which is what gets written.
     f.call("file.write", json!({"path": "filelink", "content": "x"}))
         .await
         .unwrap();
-    assert_eq!(std::fs::read_to_string(f.ws.join("real/a.txt")).unwrap(), "x");
-    assert!(std::fs::symlink_metadata(f.ws.join("filelink")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(f.ws.join("real/a.txt")).unwrap(),
+        "x"
+    );
+    assert!(
+        std::fs::symlink_metadata(f.ws.join("filelink"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
