@@ -406,9 +406,8 @@ impl TelegramChannel {
             return Ok(());
         }
         // Polling mode: a webhook left registered would make getUpdates fail with 409.
-        match self.call("deleteWebhook", &json!({})).await {
-            Err(CallError::Fatal(e)) => return Err(e),
-            _ => {}
+        if let Err(CallError::Fatal(e)) = self.call("deleteWebhook", &json!({})).await {
+            return Err(e);
         }
         let mut offset: i64 = 0;
         while !self.state.is_stopping() {

@@ -17,6 +17,8 @@ use sha2::Sha256;
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const TOKEN: &str = "xoxb-test-token";
 
+type Headers = Vec<(String, String)>;
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -128,7 +130,7 @@ async fn forged_stale_replayed_and_malformed_requests_are_refused() {
     let (ch, mut rx, _run) = running(&server.base(), 16).await;
     let body = event("Ev1", msg("1700000000.000100", "U1", "hello"));
     let t = now();
-    let cases: Vec<(&str, Vec<(String, String)>, u16)> = vec![
+    let cases: Vec<(&str, Headers, u16)> = vec![
         ("wrong secret", sign_with("not-the-secret", t, &body), 401),
         ("stale", sign_with(SECRET, t - 301, &body), 401),
         ("future", sign_with(SECRET, t + 301, &body), 401),
