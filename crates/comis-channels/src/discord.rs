@@ -262,14 +262,30 @@ impl DiscordChannel {
         send(&mut ws, &hello_reply).await?;
         let mut next_beat = Instant::now() + jitter(interval);
         let mut acked = true;
+        // A message the daemon has not taken yet. While one waits, the gateway is not read
+        // (back-pressure) but heartbeats go on, and the ack watchdog is paused: the stall is
+        // ours, not the connection's.
+        let mut pending: Option<InboundMessage> = None;
         loop {
             let msg = tokio::select! {
                 () = self.state.stopped() => {
                     ws.close(1000, "shutdown").await;
                     return Ok(Ended::Stopped);
                 }
+                permit = inbound.reserve(), if pending.is_some() => {
+                    let Ok(permit) = permit else {
+                        ws.close(1000, "shutdown").await;
+                        return Err(ChannelError::Stopped { channel: NAME.into() });
+                    };
+                    if let Some(m) = pending.take() {
+                        permit.send(m);
+                    }
+                    // Acks queued while we were not reading are read next.
+                    acked = true;
+                    continue;
+                }
                 () = tokio::time::sleep_until(next_beat) => {
-                    if !acked {
+                    if !acked && pending.is_none() {
                         // A zombie connection: close without 1000 so the session survives.
                         ws.close(4000, "heartbeat not acknowledged").await;
                         return Ok(Ended::Reconnect { resume: true, wait: None });
@@ -279,7 +295,7 @@ impl DiscordChannel {
                     next_beat = Instant::now() + interval;
                     continue;
                 }
-                m = ws.recv() => m,
+                m = ws.recv(), if pending.is_none() => m,
             };
             let text = match msg {
                 Ok(Some(WsMessage::Text(t))) => t,
@@ -321,16 +337,7 @@ impl DiscordChannel {
                             self.state.set_health(Health::Connected);
                             backoff.reset();
                         }
-                        "MESSAGE_CREATE" => {
-                            if let Some(m) = self.normalize(payload.d)
-                                && inbound.send(m).await.is_err()
-                            {
-                                ws.close(1000, "shutdown").await;
-                                return Err(ChannelError::Stopped {
-                                    channel: NAME.into(),
-                                });
-                            }
-                        }
+                        "MESSAGE_CREATE" => pending = self.normalize(payload.d),
                         _ => {}
                     }
                 }

@@ -322,6 +322,46 @@ async fn handshake_dispatch_hostile_frames_resume_reconnect_and_invalid_session(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_absorbed_with_back_pressure_and_heartbeats_go_on() {
+    let (gw, mut conns) = gateway().await;
+    let (ch, mut rx, run) = start(&config(gw, "http://127.0.0.1:9"), 4);
+    let (_, mut ws) = next_conn(&mut conns, true).await;
+    identify_and_ready(&mut ws, gw, 100).await;
+    for i in 0..300u64 {
+        let id = (10_000 + i).to_string();
+        put(
+            &mut ws,
+            dispatch(2 + i, "MESSAGE_CREATE", message(&id, "42", "flood")),
+        )
+        .await;
+    }
+    // The daemon is slow: nothing is taken while the gateway sees two more heartbeats, and
+    // the adapter does not mistake its own stall for a dead connection.
+    expect_op(&mut ws, 1).await;
+    expect_op(&mut ws, 1).await;
+    let mut last = 0u64;
+    for _ in 0..300 {
+        let id: u64 = recv(&mut rx).await.event_id.parse().unwrap();
+        assert!(id > last, "in order, once");
+        last = id;
+    }
+    assert_eq!(last, 10_299);
+    put(
+        &mut ws,
+        dispatch(400, "MESSAGE_CREATE", message("20000", "42", "after")),
+    )
+    .await;
+    assert_eq!(recv(&mut rx).await.text, "after");
+    assert!(conns.try_recv().is_err(), "no reconnect happened");
+    while let Ok(v) = ws.incoming.try_recv() {
+        assert!(v.get("close").is_none(), "the adapter closed: {v}");
+    }
+    assert_eq!(ch.health(), Health::Connected);
+    ch.stop();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_heartbeat_ack_reconnects_and_resumes() {
     let (gw, mut conns) = gateway().await;
     let (ch, _rx, run) = start(&config(gw, "http://127.0.0.1:9"), 4);
