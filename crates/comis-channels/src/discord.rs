@@ -15,6 +15,8 @@
 //! - REST: requests wait while a channel's bucket is exhausted (`X-RateLimit-Remaining: 0`,
 //!   `X-RateLimit-Reset-After`), a 429's `retry_after` is waited out (capped), replies never
 //!   ping anyone (`allowed_mentions: {parse: []}`), channel ids must be snowflakes.
+//! - Circuit breaker: after 5 consecutive platform failures (transport errors, 5xx) API
+//!   requests fail at once for 30 s, then one is let through to probe.
 //!
 //! **Does not** shard, compress the gateway, or download attachments (metadata only); does not
 //! filter senders or dedup (the router does, on the message id).
@@ -32,8 +34,8 @@ use tokio::time::Instant;
 
 use crate::config::{DISCORD_API_BASE, DISCORD_GATEWAY_URL, DiscordConfig};
 use crate::web_common::{
-    Backoff, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, RunState, bound_text, chunk, client_for,
-    is_numeric_id, jitter, unit_char,
+    BREAKER_COOLDOWN, Backoff, Breaker, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, RunState,
+    bound_text, chunk, client_for, is_numeric_id, jitter, unit_char,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -86,6 +88,7 @@ pub struct DiscordChannel {
     session: Mutex<Session>,
     /// Channel id → when its bucket refills.
     buckets: tokio::sync::Mutex<HashMap<String, Instant>>,
+    breaker: Breaker,
 }
 
 fn protocol(reason: impl Into<String>) -> ChannelError {
@@ -162,6 +165,7 @@ impl DiscordChannel {
             state: RunState::new(),
             session: Mutex::new(Session::default()),
             buckets: tokio::sync::Mutex::new(HashMap::new()),
+            breaker: Breaker::new(BREAKER_COOLDOWN),
         })
     }
 
@@ -455,11 +459,11 @@ impl DiscordChannel {
                 sensitive_headers: Vec::new(),
                 context: None,
             };
-            let resp = self
-                .client
-                .fetch(req)
-                .await
-                .map_err(|e| transport(e.to_string()))?;
+            self.breaker.check(NAME)?;
+            let resp = self.client.fetch(req).await;
+            self.breaker
+                .record(resp.as_ref().map_or(true, |r| r.status >= 500));
+            let resp = resp.map_err(|e| transport(e.to_string()))?;
             let h = |name: &str| {
                 resp.headers
                     .iter()

@@ -12,6 +12,8 @@
 //!   unknown payload and event types are acknowledged and dropped.
 //! - `429` answers are waited out per `Retry-After` (capped); replies go out in 4 000-char
 //!   chunks, each in the thread of the message answered.
+//! - Circuit breaker: after 5 consecutive platform failures (transport errors, 5xx) API
+//!   requests fail at once for 30 s, then one is let through to probe.
 //!
 //! **Does not** run Socket Mode (`mode: socket` is refused), filter senders or dedup (the router
 //! does, on `event_id` = `<channel>:<ts>`, which also merges the `message`/`app_mention` pair).
@@ -30,8 +32,9 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{SLACK_API_BASE, SlackConfig};
 use crate::web_common::{
-    Backoff, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply,
-    bound_text, chunk, client_for, header, hex, unit_char,
+    BREAKER_COOLDOWN, Backoff, Breaker, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT,
+    MAX_WEBHOOK_BODY, RunState, WebhookReply, bound_text, chunk, client_for, header, hex,
+    unit_char,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -58,6 +61,7 @@ pub struct SlackChannel {
     /// Signature → request timestamp, for the replay window.
     seen: Mutex<HashMap<String, i64>>,
     bot_user: Mutex<Option<String>>,
+    breaker: Breaker,
 }
 
 fn err_api(reason: impl Into<String>) -> ChannelError {
@@ -131,6 +135,7 @@ impl SlackChannel {
             state: RunState::new(),
             seen: Mutex::new(HashMap::new()),
             bot_user: Mutex::new(None),
+            breaker: Breaker::new(BREAKER_COOLDOWN),
         })
     }
 
@@ -305,7 +310,11 @@ impl SlackChannel {
             sensitive_headers: Vec::new(),
             context: None,
         };
-        let resp = self.client.fetch(req).await.map_err(|e| {
+        self.breaker.check(NAME).map_err(CallError::Other)?;
+        let resp = self.client.fetch(req).await;
+        self.breaker
+            .record(resp.as_ref().map_or(true, |r| r.status >= 500));
+        let resp = resp.map_err(|e| {
             CallError::Other(ChannelError::Transport {
                 channel: NAME.into(),
                 reason: e.to_string(),

@@ -10,6 +10,8 @@
 //! - Replies are plain text (no `parse_mode`), so model output cannot smuggle markup.
 //! - `retry_after` in a 429 answer is honoured (up to a cap); the bot token never appears in
 //!   an error message (it is part of every Bot API URL, so errors are scrubbed).
+//! - Circuit breaker: after 5 consecutive platform failures (transport errors, 5xx) API
+//!   requests fail at once for 30 s, then one is let through to probe.
 //!
 //! **Does not** filter senders, dedup or check callback signatures (router and approval
 //! module do); files are reported as attachment metadata, never downloaded.
@@ -25,8 +27,8 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{TELEGRAM_API_BASE, TelegramConfig};
 use crate::web_common::{
-    Backoff, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply,
-    bound_text, chunk, client_for, header, unit_utf16,
+    BREAKER_COOLDOWN, Backoff, Breaker, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT,
+    MAX_WEBHOOK_BODY, RunState, WebhookReply, bound_text, chunk, client_for, header, unit_utf16,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -59,6 +61,7 @@ pub struct TelegramChannel {
     poll_timeout_secs: u32,
     backoff: (Duration, Duration),
     state: RunState,
+    breaker: Breaker,
 }
 
 /// A Bot API failure, before it becomes a [`ChannelError`].
@@ -142,6 +145,7 @@ impl TelegramChannel {
             poll_timeout_secs: 25,
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
             state: RunState::new(),
+            breaker: Breaker::new(BREAKER_COOLDOWN),
         })
     }
 
@@ -180,7 +184,11 @@ impl TelegramChannel {
             sensitive_headers: Vec::new(),
             context: None,
         };
-        let resp = self.client.fetch(req).await.map_err(|e| {
+        self.breaker.check(NAME).map_err(CallError::Other)?;
+        let resp = self.client.fetch(req).await;
+        self.breaker
+            .record(resp.as_ref().map_or(true, |r| r.status >= 500));
+        let resp = resp.map_err(|e| {
             CallError::Other(ChannelError::Transport {
                 channel: NAME.into(),
                 reason: self.scrub(&e.to_string()),

@@ -1,6 +1,7 @@
 //! What the HTTP-API adapters (Telegram, Slack, Discord) share: the guarded client for a
 //! configured API base, chunking to a platform limit, reconnect backoff with jitter, the run
-//! state (health, stop signal, inbound sender), inbound text bounds and the webhook reply.
+//! state (health, stop signal, inbound sender), inbound text bounds, the webhook reply and the
+//! circuit breaker on platform API failures.
 //!
 //! **Guarantees.** Chunks never exceed the limit in the platform's own unit and concatenate
 //! back to the original text; backoff waits grow to a cap and are jittered; the API base host
@@ -300,6 +301,61 @@ impl RunState {
     }
 }
 
+/// Consecutive failed sends that open the breaker.
+pub(crate) const BREAKER_THRESHOLD: u32 = 5;
+/// How long an open breaker refuses sends before letting one through.
+pub(crate) const BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// A circuit breaker on a platform API: after [`BREAKER_THRESHOLD`] consecutive failures
+/// (transport errors, 5xx), sends fail at once for [`BREAKER_COOLDOWN`]; then one is let
+/// through, and its success closes the breaker. Refusals by the platform (4xx: bad channel,
+/// missing permission) are the caller's problem, not the platform's, and do not count.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    inner: Mutex<(u32, Option<tokio::time::Instant>)>,
+    cooldown: Duration,
+}
+
+impl Breaker {
+    pub(crate) fn new(cooldown: Duration) -> Self {
+        Self {
+            inner: Mutex::new((0, None)),
+            cooldown,
+        }
+    }
+
+    /// `Err` while open.
+    pub(crate) fn check(&self, channel: &str) -> Result<(), ChannelError> {
+        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match g.1 {
+            Some(until) if tokio::time::Instant::now() < until => Err(ChannelError::Api {
+                channel: channel.to_owned(),
+                reason: "circuit open after repeated platform failures".into(),
+            }),
+            Some(_) => {
+                // Half-open: this one attempt decides; another failure reopens at once.
+                g.1 = None;
+                g.0 = BREAKER_THRESHOLD.saturating_sub(1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records one exchange: `failed` for a transport error or a 5xx answer.
+    pub(crate) fn record(&self, failed: bool) {
+        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if failed {
+            g.0 = g.0.saturating_add(1);
+            if g.0 >= BREAKER_THRESHOLD {
+                g.1 = Some(tokio::time::Instant::now() + self.cooldown);
+            }
+        } else {
+            *g = (0, None);
+        }
+    }
+}
+
 /// Lowercase hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -377,6 +433,37 @@ mod tests {
         assert_eq!(url_host("nope"), None);
         assert!(client_for("t", &[("http://127.0.0.1:1/", "https://a.example")], &[]).is_ok());
         assert!(client_for("t", &[("garbage", "https://a.example")], &[]).is_err());
+    }
+
+    #[test]
+    fn breaker_opens_after_repeated_failures_and_a_success_closes_it() {
+        let b = Breaker::new(Duration::from_secs(60));
+        for _ in 0..BREAKER_THRESHOLD - 1 {
+            b.record(true);
+            assert!(b.check("x").is_ok());
+        }
+        b.record(false);
+        for _ in 0..BREAKER_THRESHOLD - 1 {
+            b.record(true);
+        }
+        assert!(b.check("x").is_ok(), "a success reset the count");
+        b.record(true);
+        assert!(
+            b.check("x")
+                .unwrap_err()
+                .to_string()
+                .contains("circuit open")
+        );
+        // Cooldown over (zero here): one attempt goes through; its failure reopens at once,
+        // its success closes.
+        let b = Breaker::new(Duration::ZERO);
+        for _ in 0..BREAKER_THRESHOLD {
+            b.record(true);
+        }
+        assert!(b.check("x").is_ok());
+        b.record(false);
+        b.record(true);
+        assert!(b.check("x").is_ok(), "closed: one failure does not reopen");
     }
 
     #[test]

@@ -359,3 +359,29 @@ fn config_is_checked() {
         ("http", "https://slack.com/api")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_platform_opens_the_circuit() {
+    let server = serve(Arc::new(|_: &Recorded| {
+        Reply::raw(503, "<html>down</html>")
+    }))
+    .await;
+    let ch = SlackChannel::new(&config(&server.base()), &[]).unwrap();
+    let msg = OutboundMessage {
+        chat: "C0123".into(),
+        thread: None,
+        in_reply_to: None,
+        text: "x".into(),
+    };
+    for _ in 0..5 {
+        let err = ch.send(msg.clone()).await.unwrap_err();
+        assert!(!err.to_string().contains("circuit"), "{err}");
+    }
+    let err = ch.send(msg).await.unwrap_err();
+    assert!(err.to_string().contains("circuit open"), "{err}");
+    assert_eq!(
+        server.requests_to("/chat.postMessage").len(),
+        5,
+        "failed fast"
+    );
+}
