@@ -271,26 +271,22 @@ impl TelegramChannel {
         let Some(msg) = self.normalize(&update) else {
             return WebhookReply::ok();
         };
-        if let Some(id) = callback_id(&update) {
-            let this_id = id.to_owned();
+        if let (Some(id), Ok(rt)) = (callback_id(&update), tokio::runtime::Handle::try_current()) {
             // Acknowledge the button press off the request path; failure only leaves the
             // button's spinner running on the user's side.
+            let body = json!({ "callback_query_id": id });
             let client = self.client.clone();
             let url = format!(
                 "{}/bot{}/answerCallbackQuery",
                 self.base,
                 self.token.expose_secret()
             );
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 let req = FetchRequest {
                     method: "POST".into(),
                     url,
                     headers: vec![("content-type".into(), "application/json".into())],
-                    body: Some(
-                        json!({"callback_query_id": this_id})
-                            .to_string()
-                            .into_bytes(),
-                    ),
+                    body: Some(body.to_string().into_bytes()),
                     sensitive_headers: Vec::new(),
                     context: None,
                 };
