@@ -10,6 +10,12 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod discord;
+pub mod slack;
+pub mod telegram;
+pub mod web_common;
+
+pub use web_common::WebhookReply;
 
 use std::fmt;
 use std::future::Future;

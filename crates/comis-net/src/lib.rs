@@ -17,6 +17,8 @@
 //!   `network: broker` mode that swaps placeholders for real secrets at the network boundary,
 //!   and [`relay`], the tiny TCP-to-socket relay that runs inside the sandbox.
 //!
+//! - [`ws`]: the WebSocket client ([`ws::connect`]), same SSRF checks and DNS pinning.
+//!
 //! ## What this crate does not defend
 //! - A process that opens its own sockets: only the OS sandbox (no network, or broker-only)
 //!   stops that; this crate guards the daemon's own requests.
@@ -32,6 +34,7 @@ pub mod policy;
 pub mod relay;
 pub mod resolve;
 mod tls;
+pub mod ws;
 
 pub use audit::{EgressContext, NetAudit, NetEvent};
 pub use client::{ClientConfig, FetchRequest, FetchResponse, GuardedClient};

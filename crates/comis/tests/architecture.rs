@@ -251,7 +251,7 @@ fn only_comis_net_has_an_http_client() {
     // Outbound HTTP must pass the SSRF guard, DNS pinning and the redirect checks of
     // comis-net's GuardedClient; a second client in another crate would bypass all of them.
     // (A future HTTP *server* crate such as the gateway depends on axum, not on these.)
-    const CLIENTS: [&str; 15] = [
+    const CLIENTS: [&str; 18] = [
         "reqwest",
         "hyper",
         "hyper-util",
@@ -267,6 +267,9 @@ fn only_comis_net_has_an_http_client() {
         "http-req",
         "awc",
         "tokio-rustls",
+        "tokio-tungstenite",
+        "tungstenite",
+        "async-tungstenite",
     ];
     let mut checked = 0;
     for dir in crates() {
