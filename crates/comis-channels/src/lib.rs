@@ -9,7 +9,16 @@
 //! against.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
+pub mod email;
+pub mod filter;
+pub mod irc;
+pub mod router;
+pub mod text;
+
+pub use filter::SenderFilter;
+pub use router::{ApprovalCommand, ApprovalHandler, Dispatch, Router, TurnHandler};
 
 use std::fmt;
 use std::future::Future;
