@@ -1,6 +1,6 @@
 //! Helpers for tests that start real servers: free loopback ports, binaries on PATH, waiting
 //! for a server to listen, an event sink that records what the router emits.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
