@@ -841,6 +841,46 @@ mod tests {
         assert!(IrcChannel::new(c).is_err());
     }
 
+    #[tokio::test]
+    async fn over_long_server_lines_are_skipped_whole() {
+        let mut input = vec![b'x'; MAX_INBOUND_LINE * 3];
+        input.extend_from_slice(b"\r\nPING :ok\r\npartial");
+        let mut reader = BufReader::with_capacity(64, input.as_slice());
+        let mut buf = Vec::new();
+        let first = read_line_limited(&mut reader, &mut buf, MAX_INBOUND_LINE)
+            .await
+            .unwrap();
+        assert!(matches!(first, ReadStatus::TooLong));
+        let second = read_line_limited(&mut reader, &mut buf, MAX_INBOUND_LINE)
+            .await
+            .unwrap();
+        assert!(matches!(second, ReadStatus::Line));
+        assert_eq!(parse_line(&buf).unwrap().params, ["ok"]);
+        let third = read_line_limited(&mut reader, &mut buf, MAX_INBOUND_LINE)
+            .await
+            .unwrap();
+        assert!(matches!(third, ReadStatus::Eof));
+    }
+
+    #[test]
+    fn sasl_plain_payload() {
+        let channel = IrcChannel::new(IrcConfig {
+            host: "irc.example".into(),
+            nick: "comis".into(),
+            sasl: true,
+            nickserv_password: Some("pw".to_owned().into()),
+            ..IrcConfig::default()
+        })
+        .unwrap();
+        // base64("comis\0comis\0pw")
+        assert_eq!(
+            channel.sasl_line().as_str(),
+            "AUTHENTICATE Y29taXMAY29taXMAcHc="
+        );
+        let debug = format!("{channel:?}");
+        assert!(!debug.contains("pw\"") && !debug.contains("Y29taXMAY29taXMAcHc"));
+    }
+
     proptest! {
         #[test]
         fn parser_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..1200)) {

@@ -251,6 +251,18 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
         "{reasons:?}"
     );
 
+    // The first question delivered again (a redelivery with the same Message-ID): no answer.
+    append(
+        imap_port,
+        &mail(
+            "Alice <alice@example.test>",
+            "q1@example.test",
+            "Question",
+            "",
+            "What is 2+2?",
+        ),
+    )
+    .await;
     // A follow-up in the thread: answered with the whole chain in References.
     append(
         imap_port,
@@ -282,8 +294,8 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
         ["q1@example.test", "r1@example.test", "q2@example.test"]
     );
     assert_eq!(second.subject(), Some("Re: Re: Question"));
-    // Only alice's two questions were answered: nothing for the stranger, the auto-reply or the
-    // list, even though they arrived before the second question.
+    // Only alice's two questions were answered: nothing for the stranger, the auto-reply, the
+    // list or the redelivered question, though they all arrived before the second question.
     assert_eq!(parsed.len(), 2);
     for m in &parsed {
         let to = m

@@ -12,7 +12,7 @@ use comis_agent::event::{EventBus, EventKind};
 use comis_agent::runtime::TurnRequest;
 use comis_channels::config::IrcConfig;
 use comis_channels::irc::{IrcChannel, Line, parse_line};
-use comis_channels::{Channel, Health, Router, TurnHandler};
+use comis_channels::{ApprovalCommand, ApprovalHandler, Channel, Health, Router, TurnHandler};
 use common::{Recorder, data_str, free_port, wait_for_port, which};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -155,7 +155,18 @@ async fn bot_answers_mentions_and_private_messages_and_ignores_strangers() {
         })
         .unwrap(),
     );
-    let mut router = Router::new("default", bus, handler);
+    let approvals: ApprovalHandler = Arc::new(|cmd: ApprovalCommand| {
+        Box::pin(async move {
+            format!(
+                "{} {} for {} by {}",
+                if cmd.approved { "approved" } else { "denied" },
+                cmd.id,
+                cmd.agent_id,
+                cmd.origin.sender
+            )
+        })
+    });
+    let mut router = Router::new("default", bus, handler).with_approvals(approvals);
     router.add_channel(
         channel.clone(),
         &["alice".into(), "*!*@trusted.invalid".into()],
@@ -201,6 +212,24 @@ async fn bot_answers_mentions_and_private_messages_and_ignores_strangers() {
     alice
         .wait_for(from_bot_privmsg("alice", "echo: just between us"))
         .await;
+    // Approvals typed by an allowed operator go to the approval callback, not the agent.
+    alice.send("PRIVMSG comis :/approve ap-1").await;
+    alice
+        .wait_for(|l| {
+            l.command == "PRIVMSG"
+                && l.params
+                    .get(1)
+                    .is_some_and(|t| t.starts_with("approved ap-1 for default by alice!"))
+        })
+        .await;
+    alice.send("PRIVMSG comis :/deny ap-2").await;
+    alice
+        .wait_for(|l| {
+            l.params
+                .get(1)
+                .is_some_and(|t| t.starts_with("denied ap-2 for default"))
+        })
+        .await;
     // Channel chatter that does not address the bot is ignored (no event, no reply).
     alice.send("PRIVMSG #test :comisbot: not for you").await;
 
@@ -210,8 +239,9 @@ async fn bot_answers_mentions_and_private_messages_and_ignores_strangers() {
     mallory.wait_for(|l| l.command == "366").await;
     mallory.send("PRIVMSG #test :comis: let me in").await;
     mallory.send("PRIVMSG comis :psst").await;
+    mallory.send("PRIVMSG comis :/approve ap-3").await;
     recorder
-        .wait_for(EventKind::SenderRejected, 2, |e| {
+        .wait_for(EventKind::SenderRejected, 3, |e| {
             data_str(e, "sender") == "mallory"
         })
         .await;
@@ -252,6 +282,6 @@ async fn bot_answers_mentions_and_private_messages_and_ignores_strangers() {
             );
         }
     }
-    // Exactly the two stranger messages were rejected; alice's were not.
-    assert_eq!(recorder.count(EventKind::SenderRejected, |_| true), 2);
+    // Exactly the three stranger messages were rejected; alice's were not.
+    assert_eq!(recorder.count(EventKind::SenderRejected, |_| true), 3);
 }
