@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use comis_secrets::ExposeSecret;
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -290,6 +291,7 @@ pub struct IrcChannel {
     health: Mutex<Health>,
     outbox: Mutex<Option<Arc<Outbox>>>,
     counter: AtomicU64,
+    extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl IrcChannel {
@@ -325,7 +327,18 @@ impl IrcChannel {
             health: Mutex::new(Health::Stopped),
             outbox: Mutex::new(None),
             counter: AtomicU64::new(0),
+            extra_roots: Vec::new(),
         })
+    }
+
+    /// Also trusts the CA certificates in `pem` (a network with its own CA). The public roots
+    /// stay trusted; verification cannot be turned off.
+    pub fn with_extra_roots_pem(mut self, pem: &[u8]) -> Result<IrcChannel, ChannelError> {
+        self.extra_roots = comis_net::parse_pem_certs(pem).map_err(|e| ChannelError::Config {
+            channel: NAME.into(),
+            reason: e.to_string(),
+        })?;
+        Ok(self)
     }
 
     fn set_health(&self, h: Health) {
@@ -348,7 +361,7 @@ impl IrcChannel {
         .map_err(|_| Self::err(transport, "connect timed out"))?
         .map_err(|e| Self::err(transport, format!("connect: {e}")))?;
         if self.config.tls {
-            let tls = comis_net::connect_tls(tcp, &self.config.host, &[])
+            let tls = comis_net::connect_tls(tcp, &self.config.host, &self.extra_roots)
                 .await
                 .map_err(|e| Self::err(transport, e.to_string()))?;
             Ok(Box::new(tls))

@@ -285,3 +285,104 @@ async fn bot_answers_mentions_and_private_messages_and_ignores_strangers() {
     // Exactly the three stranger messages were rejected; alice's were not.
     assert_eq!(recorder.count(EventKind::SenderRejected, |_| true), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_and_carries_the_conversation() {
+    let Some(ngircd) = which("ngircd") else {
+        eprintln!("SKIPPED: ngircd is not installed (scripts/deps installs it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // ngircd may read its key after dropping to `nobody`.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "comis test IRC CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+
+    let (plain_port, tls_port) = (free_port(), free_port());
+    let conf = dir.path().join("ngircd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[Global]\nName = irc.test\nInfo = comis test\nListen = 127.0.0.1\nPorts = {plain_port}\n\
+             MotdPhrase = test\n[Options]\nPAM = no\nIdent = no\nDNS = no\n\
+             [SSL]\nCertFile = {}\nKeyFile = {}\nPorts = {tls_port}\n",
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let mut server = tokio::process::Command::new(ngircd)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for_port(plain_port, &mut server).await;
+    wait_for_port(tls_port, &mut server).await;
+
+    // Without the test CA the server is not trusted: verification is on.
+    let tcp = TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    assert!(comis_net::connect_tls(tcp, "localhost", &[]).await.is_err());
+
+    let handler: TurnHandler =
+        Arc::new(|req: TurnRequest| Box::pin(async move { format!("echo: {}", req.text) }));
+    let channel = Arc::new(
+        IrcChannel::new(IrcConfig {
+            enabled: true,
+            host: "localhost".into(),
+            port: Some(tls_port),
+            nick: "comis".into(),
+            ..IrcConfig::default()
+        })
+        .unwrap()
+        .with_extra_roots_pem(ca_cert.pem().as_bytes())
+        .unwrap(),
+    );
+    let mut router = Router::new("default", EventBus::new(), handler);
+    router.add_channel(channel.clone(), &["alice".into()], None);
+    tokio::spawn(Arc::new(router).run());
+
+    let mut alice = Client::connect(plain_port, "alice").await;
+    // The bot is on the server once WHOIS finds it (311); until then ngircd answers 401.
+    loop {
+        alice.send("WHOIS comis").await;
+        let l = alice
+            .wait_for(|l| l.command == "311" || l.command == "401")
+            .await;
+        if l.command == "311" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(channel.health(), Health::Connected);
+    alice.send("PRIVMSG comis :over TLS?").await;
+    alice
+        .wait_for(from_bot_privmsg("alice", "echo: over TLS?"))
+        .await;
+}
