@@ -12,16 +12,22 @@
 //! 5. the handler's reply (already through the output guard in the runtime) goes back to the
 //!    same chat and thread, answering the inbound event.
 //!
+//! 6. a channel whose sends fail [`BREAKER_THRESHOLD`] times in a row is not sent to for
+//!    [`BREAKER_COOLDOWN`] (circuit open, `circuit:state_changed` event); after that one send is
+//!    tried again (half-open) and a success closes the circuit.
+//!
 //! Does not: check the text itself (the runtime's input guard does), retry a failed send (the
 //! adapter's transport decides), or keep history (sessions are the runtime's).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use comis_agent::event::{Event, EventBus, EventKind, Outcome};
 use comis_agent::runtime::{Origin, TurnRequest};
 use comis_guard::unicode::display_safe;
 use comis_guard::wrap::{SourceKind, WrapOptions, wrap};
+use tokio::time::Instant;
 
 use crate::filter::SenderFilter;
 use crate::{BoxFuture, Channel, ChannelError, Health, InboundMessage, OutboundMessage};
@@ -47,6 +53,18 @@ pub const DEDUP_CAPACITY: usize = 4_096;
 /// Longest sender or chat kept in an audit event.
 const EVENT_FIELD_MAX: usize = 200;
 
+/// Consecutive send failures that open a channel's circuit.
+pub const BREAKER_THRESHOLD: u32 = 5;
+/// How long an open circuit stays open.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(60);
+
+/// Per-channel circuit breaker on platform API failures.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
 /// What happened to one inbound message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dispatch {
@@ -62,6 +80,8 @@ pub enum Dispatch {
     UnknownChannel,
     /// The reply could not be sent.
     SendFailed(String),
+    /// The channel's circuit is open: the reply was not attempted.
+    CircuitOpen,
 }
 
 /// A bounded set of recently seen ids; the oldest is forgotten first.
@@ -102,6 +122,7 @@ struct Binding {
     channel: Arc<dyn Channel>,
     filter: SenderFilter,
     agent: String,
+    breaker: Mutex<Breaker>,
 }
 
 /// Routes inbound messages of all bound channels.
@@ -157,6 +178,7 @@ impl Router {
                 channel,
                 filter: SenderFilter::new(allow_from),
                 agent: agent.unwrap_or(&self.default_agent).to_owned(),
+                breaker: Mutex::new(Breaker::default()),
             },
         );
     }
@@ -202,11 +224,7 @@ impl Router {
             return Dispatch::UnknownChannel;
         };
         let key = format!("{}\u{0}{}", message.channel, message.event_id);
-        let fresh = match self.dedup.lock() {
-            Ok(mut d) => d.first_seen(&key),
-            // A poisoned lock only means another dispatch panicked; dedup state is still usable.
-            Err(poisoned) => poisoned.into_inner().first_seen(&key),
-        };
+        let fresh = lock(&self.dedup).first_seen(&key);
         if !fresh {
             return Dispatch::Duplicate;
         }
@@ -252,8 +270,8 @@ impl Router {
             })
             .await;
             return match self.reply(binding, &message, reply).await {
-                Ok(()) => Dispatch::Approval,
-                Err(e) => Dispatch::SendFailed(e.to_string()),
+                Dispatch::Replied => Dispatch::Approval,
+                other => other,
             };
         }
 
@@ -265,22 +283,21 @@ impl Router {
             trace_id: None,
         };
         let reply = (self.handler)(request).await;
-        match self.reply(binding, &message, reply).await {
-            Ok(()) => Dispatch::Replied,
-            Err(e) => Dispatch::SendFailed(e.to_string()),
-        }
+        self.reply(binding, &message, reply).await
     }
 
-    async fn reply(
-        &self,
-        binding: &Binding,
-        message: &InboundMessage,
-        text: String,
-    ) -> Result<(), ChannelError> {
+    async fn reply(&self, binding: &Binding, message: &InboundMessage, text: String) -> Dispatch {
         if text.trim().is_empty() {
-            return Ok(());
+            return Dispatch::Replied;
         }
-        binding
+        let now = Instant::now();
+        let open = lock(&binding.breaker)
+            .open_until
+            .is_some_and(|until| now < until);
+        if open {
+            return Dispatch::CircuitOpen;
+        }
+        let result = binding
             .channel
             .send(OutboundMessage {
                 chat: message.chat.clone(),
@@ -288,8 +305,46 @@ impl Router {
                 in_reply_to: Some(message.event_id.clone()),
                 text,
             })
-            .await
+            .await;
+        let mut breaker = lock(&binding.breaker);
+        match result {
+            Ok(()) => {
+                let was_open = breaker.open_until.take().is_some();
+                breaker.failures = 0;
+                drop(breaker);
+                if was_open {
+                    self.circuit_event(binding, "closed", Outcome::Allowed);
+                }
+                Dispatch::Replied
+            }
+            Err(e) => {
+                breaker.failures = breaker.failures.saturating_add(1);
+                let opens = breaker.failures >= BREAKER_THRESHOLD;
+                if opens {
+                    breaker.open_until = Some(Instant::now() + BREAKER_COOLDOWN);
+                }
+                drop(breaker);
+                if opens {
+                    self.circuit_event(binding, "open", Outcome::Failed);
+                }
+                Dispatch::SendFailed(e.to_string())
+            }
+        }
     }
+
+    fn circuit_event(&self, binding: &Binding, state: &str, outcome: Outcome) {
+        self.events.emit(
+            Event::new(EventKind::CircuitStateChanged, outcome)
+                .agent(&binding.agent)
+                .with("channel", binding.channel.name())
+                .with("state", state),
+        );
+    }
+}
+
+/// A poisoned lock only means another task panicked holding it; the state is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One conversation per channel, chat and thread.
@@ -352,6 +407,80 @@ pub fn compose_text(message: &InboundMessage) -> String {
 mod tests {
     use super::*;
     use crate::Attachment;
+
+    fn message(id: &str, sender: &str) -> InboundMessage {
+        InboundMessage {
+            channel: "irc".into(),
+            event_id: id.into(),
+            chat: "alice".into(),
+            thread: None,
+            sender: sender.into(),
+            sender_aliases: vec![],
+            text: "hi".into(),
+            direct: true,
+            attachments: vec![],
+            metadata: vec![],
+        }
+    }
+
+    /// A real IRC channel that was never started: every send fails with "not connected",
+    /// which is what a platform outage looks like to the router.
+    #[tokio::test(start_paused = true)]
+    async fn failing_sends_open_the_circuit_and_it_half_opens_later() {
+        let channel = Arc::new(
+            crate::irc::IrcChannel::new(crate::config::IrcConfig {
+                host: "irc.invalid".into(),
+                nick: "comis".into(),
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let bus = EventBus::new();
+        let mut live = bus.subscribe();
+        let handler: TurnHandler = Arc::new(|_req| Box::pin(async { "answer".to_owned() }));
+        let mut router = Router::new("default", bus, handler);
+        router.add_channel(channel, &["alice".into()], None);
+        for i in 0..BREAKER_THRESHOLD {
+            let d = router.dispatch(message(&format!("m{i}"), "alice")).await;
+            assert!(matches!(d, Dispatch::SendFailed(_)), "{d:?}");
+        }
+        let event = live.recv().await.unwrap().event;
+        assert_eq!(event.kind, EventKind::CircuitStateChanged);
+        assert_eq!(
+            event.data.get("state").and_then(|v| v.as_str()),
+            Some("open")
+        );
+        assert_eq!(
+            router.dispatch(message("m-open", "alice")).await,
+            Dispatch::CircuitOpen
+        );
+        // Strangers are still rejected (and duplicates dropped) while the circuit is open.
+        assert_eq!(
+            router.dispatch(message("m-x", "mallory")).await,
+            Dispatch::Rejected
+        );
+        assert_eq!(
+            router.dispatch(message("m-open", "alice")).await,
+            Dispatch::Duplicate
+        );
+        tokio::time::advance(BREAKER_COOLDOWN + Duration::from_secs(1)).await;
+        let d = router.dispatch(message("m-half", "alice")).await;
+        assert!(
+            matches!(d, Dispatch::SendFailed(_)),
+            "half-open tries once: {d:?}"
+        );
+        assert_eq!(
+            router.dispatch(message("m-again", "alice")).await,
+            Dispatch::CircuitOpen
+        );
+        assert_eq!(
+            router.dispatch(message("m-z", "nobody")).await,
+            Dispatch::Rejected
+        );
+        let kinds: Vec<_> =
+            std::iter::from_fn(|| live.try_recv().ok().map(|e| e.event.kind)).collect();
+        assert!(kinds.contains(&EventKind::SenderRejected), "{kinds:?}");
+    }
 
     #[test]
     fn dedup_forgets_the_oldest() {
