@@ -263,6 +263,20 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
         ),
     )
     .await;
+    // Hostile mail: no sender at all, a broken MIME tree, a forged reply chain with CR/LF
+    // smuggling in an id. None is answered; the bot carries on.
+    append(imap_port, "Subject: nobody\r\n\r\n\u{1}\u{7f} junk\r\n").await;
+    append(
+        imap_port,
+        &mail(
+            "mallory@example.test",
+            "s2@example.test",
+            "=?utf-8?B?!!!?=",
+            "Content-Type: multipart/mixed; boundary=\"x\"\r\n",
+            "--x\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x--",
+        ),
+    )
+    .await;
     // A follow-up in the thread: answered with the whole chain in References.
     append(
         imap_port,
@@ -306,9 +320,14 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
         assert_eq!(to, "alice@example.test");
     }
 
-    // The three drops are in the hash-chained audit log.
+    // The four drops (two strangers, the auto-reply, the list) are in the hash-chained audit log.
+    recorder
+        .wait_for(EventKind::SenderRejected, 2, |e| {
+            data_str(e, "sender") == "mallory@example.test"
+        })
+        .await;
     let report = store.verify_audit().unwrap();
-    assert_eq!(report.events, 3);
+    assert_eq!(report.events, 4);
     let logged: Vec<String> = store
         .audit_tail(10)
         .unwrap()
