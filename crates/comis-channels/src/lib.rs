@@ -17,7 +17,9 @@ pub mod irc;
 pub mod router;
 pub mod text;
 
+pub use email::EmailChannel;
 pub use filter::SenderFilter;
+pub use irc::IrcChannel;
 pub use router::{ApprovalCommand, ApprovalHandler, Dispatch, Router, TurnHandler};
 
 use std::fmt;
