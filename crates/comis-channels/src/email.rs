@@ -308,6 +308,7 @@ type ImapSession = async_imap::Session<Stream>;
 #[derive(Debug)]
 pub struct EmailChannel {
     config: EmailConfig,
+    agent: String,
     events: EventBus,
     health: Mutex<Health>,
     threads: Mutex<(HashMap<String, ThreadInfo>, VecDeque<String>)>,
@@ -339,8 +340,12 @@ fn transport_err(reason: impl Into<String>) -> ChannelError {
 
 impl EmailChannel {
     /// Checks the config and prepares the SMTP transport (no connection yet). `events` receives
-    /// the drops of automatic mail.
-    pub fn new(config: EmailConfig, events: EventBus) -> Result<EmailChannel, ChannelError> {
+    /// the drops of automatic mail, attributed to `channels.email.agent` or `default_agent`.
+    pub fn new(
+        config: EmailConfig,
+        events: EventBus,
+        default_agent: &str,
+    ) -> Result<EmailChannel, ChannelError> {
         if config.imap_host.trim().is_empty() || config.smtp_host.trim().is_empty() {
             return Err(config_err("imapHost and smtpHost are required"));
         }
@@ -382,6 +387,10 @@ impl EmailChannel {
             smtp = smtp.tls(Tls::None);
         }
         Ok(EmailChannel {
+            agent: config
+                .agent
+                .clone()
+                .unwrap_or_else(|| default_agent.to_owned()),
             smtp: smtp.build(),
             from,
             config,
@@ -416,14 +425,13 @@ impl EmailChannel {
     }
 
     fn drop_event(&self, sender: &str, reason: &str) {
-        let mut event = Event::new(EventKind::MessageDropped, Outcome::Denied)
-            .with("channel", NAME)
-            .with("sender", display_safe(sender, 200))
-            .with("reason", reason);
-        if let Some(agent) = &self.config.agent {
-            event = event.agent(agent);
-        }
-        self.events.emit(event);
+        self.events.emit(
+            Event::new(EventKind::MessageDropped, Outcome::Denied)
+                .agent(&self.agent)
+                .with("channel", NAME)
+                .with("sender", display_safe(sender, 200))
+                .with("reason", reason),
+        );
     }
 
     async fn connect(&self) -> Result<ImapSession, ChannelError> {
@@ -784,15 +792,15 @@ mod tests {
             secure: false,
             ..EmailConfig::default()
         };
-        assert!(EmailChannel::new(c.clone(), EventBus::new()).is_err());
+        assert!(EmailChannel::new(c.clone(), EventBus::new(), "default").is_err());
         c.imap_host = "127.0.0.1".into();
         c.smtp_host = "localhost".into();
-        assert!(EmailChannel::new(c.clone(), EventBus::new()).is_ok());
+        assert!(EmailChannel::new(c.clone(), EventBus::new(), "default").is_ok());
         c.address = "not an address".into();
-        assert!(EmailChannel::new(c.clone(), EventBus::new()).is_err());
+        assert!(EmailChannel::new(c.clone(), EventBus::new(), "default").is_err());
         c.address = "bot@example.test".into();
         c.password = None;
-        assert!(EmailChannel::new(c, EventBus::new()).is_err());
+        assert!(EmailChannel::new(c, EventBus::new(), "default").is_err());
     }
 
     #[test]

@@ -163,7 +163,7 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
         ..EmailConfig::default()
     };
     let allow = config.effective_allow_from();
-    let channel = Arc::new(EmailChannel::new(config, bus.clone()).unwrap());
+    let channel = Arc::new(EmailChannel::new(config, bus.clone(), "default").unwrap());
     let mut router = Router::new("default", bus, handler);
     router.add_channel(channel.clone(), &allow, None);
     let router = Arc::new(router);
