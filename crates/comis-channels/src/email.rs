@@ -37,9 +37,10 @@ use futures_util::StreamExt;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use mail_parser::{MessageParser, MimeHeaders};
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -307,6 +308,7 @@ type ImapSession = async_imap::Session<Stream>;
 /// The email adapter.
 #[derive(Debug)]
 pub struct EmailChannel {
+    extra_roots: Vec<CertificateDer<'static>>,
     config: EmailConfig,
     agent: String,
     events: EventBus,
@@ -322,6 +324,42 @@ fn is_loopback(host: &str) -> bool {
             .trim_matches(['[', ']'])
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The SMTP transport `config` asks for (no connection yet).
+fn build_smtp(
+    config: &EmailConfig,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, ChannelError> {
+    let mut smtp =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.smtp_host.clone())
+            .port(config.smtp_port)
+            .timeout(Some(IO_TIMEOUT));
+    if config.secure {
+        let mut params = TlsParameters::builder(config.smtp_host.clone());
+        for root in extra_roots {
+            let cert = Certificate::from_der(root.to_vec())
+                .map_err(|e| config_err(format!("SMTP TLS root: {e}")))?;
+            params = params.add_root_certificate(cert);
+        }
+        let params = params
+            .build_rustls()
+            .map_err(|e| config_err(format!("SMTP TLS: {e}")))?;
+        smtp = smtp.tls(if config.smtp_port == 465 {
+            Tls::Wrapper(params)
+        } else {
+            Tls::Required(params)
+        });
+        if let Some(pw) = &config.password {
+            smtp = smtp.credentials(Credentials::new(
+                config.login().to_owned(),
+                pw.expose_secret().to_owned(),
+            ));
+        }
+    } else {
+        smtp = smtp.tls(Tls::None);
+    }
+    Ok(smtp.build())
 }
 
 fn config_err(reason: impl Into<String>) -> ChannelError {
@@ -365,39 +403,29 @@ impl EmailChannel {
         if config.mailbox.is_empty() || config.mailbox.contains(['\r', '\n', '"', '\0']) {
             return Err(config_err("mailbox name is invalid"));
         }
-        let mut smtp =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.smtp_host.clone())
-                .port(config.smtp_port)
-                .timeout(Some(IO_TIMEOUT));
-        if config.secure {
-            let params = TlsParameters::new_rustls(config.smtp_host.clone())
-                .map_err(|e| config_err(format!("SMTP TLS: {e}")))?;
-            smtp = smtp.tls(if config.smtp_port == 465 {
-                Tls::Wrapper(params)
-            } else {
-                Tls::Required(params)
-            });
-            if let Some(pw) = &config.password {
-                smtp = smtp.credentials(Credentials::new(
-                    config.login().to_owned(),
-                    pw.expose_secret().to_owned(),
-                ));
-            }
-        } else {
-            smtp = smtp.tls(Tls::None);
-        }
+        let smtp = build_smtp(&config, &[])?;
         Ok(EmailChannel {
             agent: config
                 .agent
                 .clone()
                 .unwrap_or_else(|| default_agent.to_owned()),
-            smtp: smtp.build(),
+            smtp,
             from,
             config,
             events,
             health: Mutex::new(Health::Stopped),
             threads: Mutex::new((HashMap::new(), VecDeque::new())),
+            extra_roots: Vec::new(),
         })
+    }
+
+    /// Also trusts the CA certificates in `pem` for IMAP and SMTP (a mail server with a
+    /// private CA). The public roots stay trusted; verification cannot be turned off.
+    pub fn with_extra_roots_pem(mut self, pem: &[u8]) -> Result<EmailChannel, ChannelError> {
+        self.extra_roots =
+            comis_net::parse_pem_certs(pem).map_err(|e| config_err(e.to_string()))?;
+        self.smtp = build_smtp(&self.config, &self.extra_roots)?;
+        Ok(self)
     }
 
     fn set_health(&self, h: Health) {
@@ -444,7 +472,7 @@ impl EmailChannel {
         .map_err(|e| transport_err(format!("IMAP connect: {e}")))?;
         let stream = if self.config.secure {
             Stream::Tls(Box::new(
-                comis_net::connect_tls(tcp, &self.config.imap_host, &[])
+                comis_net::connect_tls(tcp, &self.config.imap_host, &self.extra_roots)
                     .await
                     .map_err(|e| transport_err(e.to_string()))?,
             ))

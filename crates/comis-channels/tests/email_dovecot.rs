@@ -20,18 +20,38 @@ use common::{Recorder, data_str, free_port, wait_for_port, which};
 
 const PYTHON: &str = "/usr/bin/python3";
 
-fn dovecot_conf(dir: &Path, port: u16) -> String {
+/// dovecot on `port`: plain IMAP, or implicit TLS with `tls` = (cert, key) files.
+fn dovecot_conf(dir: &Path, port: u16, tls: Option<(&Path, &Path)>) -> String {
     let d = dir.display();
+    let (ssl, listeners) = match tls {
+        None => (
+            "ssl = no\ndisable_plaintext_auth = no\n".to_owned(),
+            format!(
+                "  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
+                 inet_listener imaps {{\n    port = 0\n  }}\n"
+            ),
+        ),
+        Some((cert, key)) => (
+            format!(
+                "ssl = required\nssl_cert = <{}\nssl_key = <{}\n",
+                cert.display(),
+                key.display()
+            ),
+            format!(
+                "  inet_listener imap {{\n    port = 0\n  }}\n\
+                 inet_listener imaps {{\n    address = 127.0.0.1\n    port = {port}\n    ssl = yes\n  }}\n"
+            ),
+        ),
+    };
     format!(
         "base_dir = {d}/run\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\n\
-         instance_name = comis-test-{port}\nprotocols = imap\nlisten = 127.0.0.1\nssl = no\n\
-         disable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+         instance_name = comis-test-{port}\nprotocols = imap\nlisten = 127.0.0.1\n{ssl}\
+         auth_mechanisms = plain login\n\
          mail_location = maildir:{d}/mail/%u\n\
          default_internal_user = dovecot\ndefault_login_user = dovenull\nfirst_valid_uid = 1\n\
          passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {d}/passwd\n}}\n\
          userdb {{\n  driver = static\n  args = uid=dovecot gid=dovecot home={d}/mail/%u\n}}\n\
-         service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
-           inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
+         service imap-login {{\n  chroot =\n{listeners}}}\n\
          service anvil {{\n  chroot =\n}}\n"
     )
 }
@@ -104,7 +124,7 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
     let imap_port = free_port();
     let smtp_port = free_port();
     let conf = dir.path().join("dovecot.conf");
-    std::fs::write(&conf, dovecot_conf(dir.path(), imap_port)).unwrap();
+    std::fs::write(&conf, dovecot_conf(dir.path(), imap_port, None)).unwrap();
     let mut imap_server = tokio::process::Command::new(dovecot)
         .arg("-F")
         .arg("-c")
@@ -347,4 +367,143 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
         "{logged:?}"
     );
     assert_eq!(channel.health(), comis_channels::Health::Connected);
+}
+
+/// `secure: true`, the default: IMAP on implicit TLS, SMTP with STARTTLS required and AUTH,
+/// both verified against a test CA given as an extra root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_mode_uses_imaps_and_starttls_with_auth() {
+    let (Some(dovecot), true) = (
+        which("dovecot"),
+        Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir(),
+    ) else {
+        eprintln!(
+            "SKIPPED: dovecot-imapd or python3-aiosmtpd is not installed (scripts/deps installs them)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(dir.path().join("mail")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("mail"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("passwd"),
+        "bot@example.test:{PLAIN}s3cret\n",
+    )
+    .unwrap();
+
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "comis test mail CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+
+    let imap_port = free_port();
+    let smtp_port = free_port();
+    let conf = dir.path().join("dovecot.conf");
+    std::fs::write(
+        &conf,
+        dovecot_conf(dir.path(), imap_port, Some((&cert_file, &key_file))),
+    )
+    .unwrap();
+    let mut imap_server = tokio::process::Command::new(dovecot)
+        .arg("-F")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let sent = dir.path().join("sent");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smtp_server.py");
+    let mut smtp_server = tokio::process::Command::new(PYTHON)
+        .arg(&script)
+        .arg(smtp_port.to_string())
+        .arg(&sent)
+        .arg(&cert_file)
+        .arg(&key_file)
+        .args(["bot@example.test", "s3cret"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for_port(imap_port, &mut imap_server).await;
+    wait_for_port(smtp_port, &mut smtp_server).await;
+
+    // Deliver the question over IMAPS too (the server has no plain-text port).
+    let roots = comis_net::parse_pem_certs(ca_cert.pem().as_bytes()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", imap_port))
+        .await
+        .unwrap();
+    let tls = comis_net::connect_tls(tcp, "localhost", &roots)
+        .await
+        .unwrap();
+    let mut client = async_imap::Client::new(tls);
+    client.read_response().await.unwrap();
+    let mut session = client
+        .login("bot@example.test", "s3cret")
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let question = mail(
+        "alice@example.test",
+        "t1@example.test",
+        "Secure?",
+        "",
+        "Over TLS?",
+    );
+    session
+        .append("INBOX", None, None, question.as_bytes())
+        .await
+        .unwrap();
+    session.logout().await.unwrap();
+
+    let handler: TurnHandler =
+        Arc::new(|req: TurnRequest| Box::pin(async move { format!("echo: {}", req.text) }));
+    let config = EmailConfig {
+        enabled: true,
+        imap_host: "localhost".into(),
+        imap_port,
+        smtp_host: "localhost".into(),
+        smtp_port,
+        address: "bot@example.test".into(),
+        password: Some("s3cret".to_owned().into()),
+        allow_from: vec!["alice@example.test".into()],
+        ..EmailConfig::default()
+    };
+    assert!(config.secure, "secure is the default");
+    let allow = config.effective_allow_from();
+    let channel = Arc::new(
+        EmailChannel::new(config, EventBus::new(), "default")
+            .unwrap()
+            .with_extra_roots_pem(ca_cert.pem().as_bytes())
+            .unwrap(),
+    );
+    let mut router = Router::new("default", EventBus::new(), handler);
+    router.add_channel(channel, &allow, None);
+    tokio::spawn(Arc::new(router).run());
+
+    let replies = wait_for_sent(&sent, 1).await;
+    let reply = mail_parser::MessageParser::default()
+        .parse(&replies[0])
+        .unwrap();
+    assert_eq!(reply.in_reply_to().as_text(), Some("t1@example.test"));
+    assert!(reply.body_text(0).unwrap().contains("Over TLS?"));
 }
