@@ -699,7 +699,13 @@ impl Channel for EmailChannel {
                     self.set_health(Health::Stopped);
                     return Ok(());
                 }
-                self.set_health(Health::Reconnecting);
+                // A refusal (bad password, SASL refused) will not fix itself: show it as failed
+                // while still retrying, so `comis daemon status` points at the config.
+                self.set_health(if matches!(result, Err(ChannelError::Api { .. })) {
+                    Health::Failed
+                } else {
+                    Health::Reconnecting
+                });
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         })

@@ -162,3 +162,28 @@ async fn nickserv_identify_after_welcome_and_reconnect_after_error() {
     again.send(b":alice!a@h PRIVMSG comis :line two\r\n").await;
     again.expect("PRIVMSG alice :echo: line two").await;
 }
+
+#[tokio::test]
+async fn refused_sasl_shows_as_failed_and_is_retried() {
+    let (mut server, channel, listener) = start(IrcConfig {
+        sasl: true,
+        nickserv_password: Some("wrong".to_owned().into()),
+        ..IrcConfig::default()
+    })
+    .await;
+    server.expect("CAP REQ :sasl").await;
+    server.expect("NICK comis").await;
+    server.expect("USER comis 0 * :comis").await;
+    server.send(b":srv CAP * ACK :sasl\r\n").await;
+    server.expect("AUTHENTICATE PLAIN").await;
+    server.send(b"AUTHENTICATE +\r\n").await;
+    server.expect("AUTHENTICATE Y29taXMAY29taXMAd3Jvbmc=").await;
+    server
+        .send(b":srv 904 comis :SASL authentication failed\r\n")
+        .await;
+    server.expect("CAP END").await;
+    // The client gives up on this connection and comes back after its backoff.
+    let mut again = accept(&listener).await;
+    assert_eq!(channel.health(), Health::Failed);
+    again.expect("CAP REQ :sasl").await;
+}
