@@ -96,57 +96,99 @@ async fn wait_for_sent(dir: &Path, n: usize) -> Vec<Vec<u8>> {
     panic!("fewer than {n} replies after 60 s");
 }
 
+/// dovecot (plain IMAP on loopback, `extra` appended to its config) and aiosmtpd (plain SMTP
+/// into the `sent` maildir). None, after saying so, when either is not installed.
+struct PlainServers {
+    dir: tempfile::TempDir,
+    imap_port: u16,
+    smtp_port: u16,
+    sent: PathBuf,
+    _children: Vec<tokio::process::Child>,
+}
+
+impl PlainServers {
+    async fn start(extra: &str) -> Option<PlainServers> {
+        let (Some(dovecot), true) = (
+            which("dovecot"),
+            Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir(),
+        ) else {
+            eprintln!(
+                "SKIPPED: dovecot-imapd or python3-aiosmtpd is not installed (scripts/deps installs them)"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // dovecot drops to its own users: they must reach the directory and write the store.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(dir.path().join("mail")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("mail"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("passwd"),
+            "bot@example.test:{PLAIN}s3cret\n",
+        )
+        .unwrap();
+        let imap_port = free_port();
+        let smtp_port = free_port();
+        let conf = dir.path().join("dovecot.conf");
+        let text = dovecot_conf(dir.path(), imap_port, None) + extra;
+        std::fs::write(&conf, text).unwrap();
+        let mut imap_server = tokio::process::Command::new(dovecot)
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let sent = dir.path().join("sent");
+        let mut smtp_server = tokio::process::Command::new(PYTHON)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{smtp_port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&sent)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        wait_for_port(imap_port, &mut imap_server).await;
+        wait_for_port(smtp_port, &mut smtp_server).await;
+        Some(PlainServers {
+            dir,
+            imap_port,
+            smtp_port,
+            sent,
+            _children: vec![imap_server, smtp_server],
+        })
+    }
+
+    fn config(&self) -> EmailConfig {
+        EmailConfig {
+            enabled: true,
+            imap_host: "127.0.0.1".into(),
+            imap_port: self.imap_port,
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: self.smtp_port,
+            secure: false,
+            address: "bot@example.test".into(),
+            password: Some("s3cret".to_owned().into()),
+            allow_from: vec!["alice@example.test".into()],
+            ..EmailConfig::default()
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_gets_nothing() {
-    let (Some(dovecot), true) = (
-        which("dovecot"),
-        Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir(),
-    ) else {
-        eprintln!(
-            "SKIPPED: dovecot-imapd or python3-aiosmtpd is not installed (scripts/deps installs them)"
-        );
+    let Some(servers) = PlainServers::start("").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    // dovecot drops to its own users: they must reach the directory and write the mail store.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::create_dir(dir.path().join("mail")).unwrap();
-    std::fs::set_permissions(
-        dir.path().join("mail"),
-        std::fs::Permissions::from_mode(0o777),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("passwd"),
-        "bot@example.test:{PLAIN}s3cret\n",
-    )
-    .unwrap();
-    let imap_port = free_port();
-    let smtp_port = free_port();
-    let conf = dir.path().join("dovecot.conf");
-    std::fs::write(&conf, dovecot_conf(dir.path(), imap_port, None)).unwrap();
-    let mut imap_server = tokio::process::Command::new(dovecot)
-        .arg("-F")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let sent = dir.path().join("sent");
-    let mut smtp_server = tokio::process::Command::new(PYTHON)
-        .args(["-m", "aiosmtpd", "-n", "-l"])
-        .arg(format!("127.0.0.1:{smtp_port}"))
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&sent)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_for_port(imap_port, &mut imap_server).await;
-    wait_for_port(smtp_port, &mut smtp_server).await;
+    let (dir, imap_port, sent) = (servers.dir.path(), servers.imap_port, servers.sent.clone());
 
     // One mail waits before the bot starts (the first drain), the rest arrive while it IDLEs.
     append(
@@ -161,7 +203,7 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
     )
     .await;
 
-    let store = Arc::new(comis_store::Store::open(&dir.path().join("comis.db")).unwrap());
+    let store = Arc::new(comis_store::Store::open(&dir.join("comis.db")).unwrap());
     let recorder = Arc::new(Recorder::default());
     let mut bus = EventBus::new();
     bus.add_sink(Arc::new(AuditSink::new(store.clone())));
@@ -169,18 +211,9 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
     let handler: TurnHandler =
         Arc::new(|req: TurnRequest| Box::pin(async move { format!("echo: {}", req.text) }));
     let config = EmailConfig {
-        enabled: true,
-        imap_host: "127.0.0.1".into(),
-        imap_port,
-        smtp_host: "127.0.0.1".into(),
-        smtp_port,
-        secure: false,
-        address: "bot@example.test".into(),
-        password: Some("s3cret".to_owned().into()),
-        allow_from: vec!["alice@example.test".into()],
         // Far longer than the test may take: the later mails must wake the bot through IDLE.
         polling_interval_ms: 600_000,
-        ..EmailConfig::default()
+        ..servers.config()
     };
     let allow = config.effective_allow_from();
     let channel = Arc::new(EmailChannel::new(config, bus.clone(), "default").unwrap());
@@ -506,4 +539,61 @@ async fn secure_mode_uses_imaps_and_starttls_with_auth() {
         .unwrap();
     assert_eq!(reply.in_reply_to().as_text(), Some("t1@example.test"));
     assert!(reply.body_text(0).unwrap().contains("Over TLS?"));
+}
+
+/// A server without IDLE: the channel polls every `pollingIntervalMs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idle_the_channel_polls() {
+    // dovecot still understands IDLE but no longer announces it, so the client must not use it.
+    let Some(servers) = PlainServers::start("imap_capability = IMAP4rev1 LITERAL+\n").await else {
+        return;
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", servers.imap_port))
+        .await
+        .unwrap();
+    let mut client = async_imap::Client::new(tcp);
+    client.read_response().await.unwrap();
+    let mut session = client
+        .login("bot@example.test", "s3cret")
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert!(!session.capabilities().await.unwrap().has_str("IDLE"));
+    session.logout().await.unwrap();
+
+    let handler: TurnHandler =
+        Arc::new(|req: TurnRequest| Box::pin(async move { format!("echo: {}", req.text) }));
+    let config = EmailConfig {
+        polling_interval_ms: 1_000,
+        ..servers.config()
+    };
+    let allow = config.effective_allow_from();
+    let channel = Arc::new(EmailChannel::new(config, EventBus::new(), "default").unwrap());
+    let mut router = Router::new("default", EventBus::new(), handler);
+    router.add_channel(channel.clone(), &allow, None);
+    tokio::spawn(Arc::new(router).run());
+    // Wait until the channel is logged in, then deliver: only a poll can find this mail.
+    for _ in 0..1_200 {
+        if channel.health() == comis_channels::Health::Connected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(channel.health(), comis_channels::Health::Connected);
+    append(
+        servers.imap_port,
+        &mail(
+            "alice@example.test",
+            "p1@example.test",
+            "Poll",
+            "",
+            "found by polling",
+        ),
+    )
+    .await;
+    let replies = wait_for_sent(&servers.sent, 1).await;
+    let reply = mail_parser::MessageParser::default()
+        .parse(&replies[0])
+        .unwrap();
+    assert_eq!(reply.in_reply_to().as_text(), Some("p1@example.test"));
 }
