@@ -256,6 +256,63 @@ fn parse_mail(raw: &[u8], own_address: &str, fallback_id: &str) -> (Parsed, Opti
     (Parsed::Message(Box::new(message)), Some(info))
 }
 
+/// The longest one message (at most [`MAX_MESSAGE_BYTES`]) may take to download.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn imap(e: async_imap::error::Error) -> ChannelError {
+    transport_err(format!("IMAP: {e}"))
+}
+
+/// `fut` within `limit`, or a transport error naming `what` (a stalled server must not hang
+/// the channel: the session is dropped and reconnected).
+async fn timed<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, ChannelError>>,
+) -> Result<T, ChannelError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| transport_err(format!("IMAP {what} timed out")))?
+}
+
+enum Fetched {
+    Raw(Vec<u8>),
+    TooLarge(u32),
+    Missing,
+}
+
+/// One message by UID, unless it is larger than [`MAX_MESSAGE_BYTES`] (checked first, so a
+/// huge mail is never downloaded).
+async fn fetch_one(session: &mut ImapSession, uid: u32) -> Result<Fetched, ChannelError> {
+    let sizes: Vec<_> = session
+        .uid_fetch(uid.to_string(), "(UID RFC822.SIZE)")
+        .await
+        .map_err(imap)?
+        .collect()
+        .await;
+    let Some(size) = sizes
+        .iter()
+        .filter_map(|f| f.as_ref().ok())
+        .find_map(|f| f.size)
+    else {
+        return Ok(Fetched::Missing);
+    };
+    if size > MAX_MESSAGE_BYTES {
+        return Ok(Fetched::TooLarge(size));
+    }
+    let fetched: Vec<_> = session
+        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+        .await
+        .map_err(imap)?
+        .collect()
+        .await;
+    Ok(fetched
+        .iter()
+        .filter_map(|f| f.as_ref().ok())
+        .find_map(|f| f.body().map(<[u8]>::to_vec))
+        .map_or(Fetched::Missing, Fetched::Raw))
+}
+
 /// Plain TCP or TLS, one type for the IMAP client.
 #[derive(Debug)]
 enum Stream {
@@ -513,52 +570,36 @@ impl EmailChannel {
         session: &mut ImapSession,
         inbound: &InboundSender,
     ) -> Result<bool, ChannelError> {
-        let imap = |e: async_imap::error::Error| transport_err(format!("IMAP: {e}"));
-        let mut uids: Vec<u32> = session
-            .uid_search("UNSEEN")
-            .await
-            .map_err(imap)?
-            .into_iter()
-            .collect();
+        let mut uids: Vec<u32> = timed(IO_TIMEOUT, "search", async {
+            session.uid_search("UNSEEN").await.map_err(imap)
+        })
+        .await?
+        .into_iter()
+        .collect();
         uids.sort_unstable();
         for uid in uids {
-            let sizes: Vec<_> = session
-                .uid_fetch(uid.to_string(), "(UID RFC822.SIZE)")
-                .await
-                .map_err(imap)?
-                .collect()
-                .await;
-            let size = sizes
-                .iter()
-                .filter_map(|f| f.as_ref().ok())
-                .find_map(|f| f.size)
-                .unwrap_or(0);
-            let raw = if size > MAX_MESSAGE_BYTES {
-                None
-            } else {
-                let fetched: Vec<_> = session
-                    .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+            let fetched = timed(FETCH_TIMEOUT, "fetch", fetch_one(session, uid)).await?;
+            timed(IO_TIMEOUT, "store", async {
+                let _: Vec<_> = session
+                    .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
                     .await
                     .map_err(imap)?
                     .collect()
                     .await;
-                fetched
-                    .iter()
-                    .filter_map(|f| f.as_ref().ok())
-                    .find_map(|f| f.body().map(<[u8]>::to_vec))
-            };
-            let _: Vec<_> = session
-                .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
-                .await
-                .map_err(imap)?
-                .collect()
-                .await;
-            let Some(raw) = raw else {
-                self.drop_event(
-                    "(unread)",
-                    &format!("message over {MAX_MESSAGE_BYTES} bytes"),
-                );
-                continue;
+                Ok(())
+            })
+            .await?;
+            let raw = match fetched {
+                Fetched::Raw(raw) => raw,
+                Fetched::TooLarge(size) => {
+                    self.drop_event(
+                        "(unread)",
+                        &format!("message of {size} bytes, over {MAX_MESSAGE_BYTES}"),
+                    );
+                    continue;
+                }
+                // Expunged between SEARCH and FETCH: nothing to answer.
+                Fetched::Missing => continue,
             };
             let fallback = format!("uid-{uid}@{}", self.config.imap_host);
             match parse_mail(&raw, &self.config.address, &fallback) {

@@ -43,6 +43,7 @@ pub const MAX_LINE: usize = 512;
 pub const MAX_REPLY_LINES: usize = 40;
 const NAME: &str = "irc";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Silence after which the client pings the server; twice this and it reconnects.
 const IDLE_PING: Duration = Duration::from_secs(120);
 /// Room reserved for the `user@host` part the server puts in front of our lines.
@@ -266,11 +267,16 @@ impl std::fmt::Debug for WriterCell {
 }
 
 impl Outbox {
+    /// Writes one line; a server that stops reading for [`WRITE_TIMEOUT`] is treated as gone.
     async fn write_now(&self, line: &str) -> std::io::Result<()> {
         let mut w = self.writer.lock().await;
-        w.0.write_all(line.as_bytes()).await?;
-        w.0.write_all(b"\r\n").await?;
-        w.0.flush().await
+        tokio::time::timeout(WRITE_TIMEOUT, async {
+            w.0.write_all(line.as_bytes()).await?;
+            w.0.write_all(b"\r\n").await?;
+            w.0.flush().await
+        })
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
     }
 
     async fn write_paced(&self, line: &str) -> std::io::Result<()> {
