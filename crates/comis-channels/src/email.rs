@@ -879,6 +879,21 @@ mod tests {
     }
 
     #[test]
+    fn the_password_never_shows_in_debug_output() {
+        let c = EmailConfig {
+            imap_host: "imap.example.test".into(),
+            smtp_host: "smtp.example.test".into(),
+            address: "bot@example.test".into(),
+            password: Some("pw-Zx81-secret".to_owned().into()),
+            ..EmailConfig::default()
+        };
+        let channel = EmailChannel::new(c, EventBus::new(), "default").unwrap();
+        let debug = format!("{channel:?}");
+        assert!(debug.contains("smtp.example.test"), "{debug}");
+        assert!(!debug.contains("pw-Zx81-secret"), "{debug}");
+    }
+
+    #[test]
     fn allow_mode_maps_to_the_router_filter() {
         let mut c = EmailConfig::default();
         assert!(c.effective_allow_from().is_empty());
