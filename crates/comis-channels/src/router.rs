@@ -50,6 +50,8 @@ pub struct ApprovalCommand {
 
 /// How many recent event ids each router remembers for dedup.
 pub const DEDUP_CAPACITY: usize = 4_096;
+/// Inbound messages handled at the same time by [`Router::run`].
+pub const MAX_CONCURRENT_DISPATCHES: usize = 16;
 /// Longest sender or chat kept in an audit event.
 const EVENT_FIELD_MAX: usize = 200;
 
@@ -195,7 +197,9 @@ impl Router {
     }
 
     /// Starts every channel and dispatches their messages until all channels have stopped.
-    /// Each message is handled in its own task, so one slow turn does not hold up the others.
+    /// Each message is handled in its own task, so one slow turn does not hold up the others;
+    /// at most [`MAX_CONCURRENT_DISPATCHES`] run at once, beyond that the channels wait (a flood
+    /// slows its channel down instead of piling up tasks).
     pub async fn run(self: Arc<Self>) -> Result<(), ChannelError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<InboundMessage>(256);
         let mut tasks = Vec::new();
@@ -204,10 +208,15 @@ impl Router {
             tasks.push(tokio::spawn(channel.run(tx.clone())));
         }
         drop(tx);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_DISPATCHES));
         while let Some(message) = rx.recv().await {
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
             let router = Arc::clone(&self);
             tokio::spawn(async move {
                 let _ = router.dispatch(message).await;
+                drop(slot);
             });
         }
         for task in tasks {
