@@ -18,22 +18,121 @@ pub struct ChannelsConfig {
 }
 
 /// `channels.irc` (owned by the IRC adapter).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct IrcConfig {
     pub enabled: bool,
+    /// Nicks or `nick!user@host` masks (`*` and `?` glob); empty = nobody, `["*"]` = everybody.
     pub allow_from: Vec<String>,
     /// Agent id; default agent when absent.
     pub agent: Option<String>,
+    pub host: String,
+    /// Default 6697 with TLS, 6667 without.
+    pub port: Option<u16>,
+    pub nick: String,
+    /// Ident sent in `USER`; the nick when absent.
+    pub username: Option<String>,
+    pub realname: Option<String>,
+    /// TLS to the server, verified against the public roots. On unless turned off.
+    pub tls: bool,
+    /// Channels to join (`#name`).
+    pub channels: Vec<String>,
+    /// Account password: sent by SASL PLAIN when `sasl` is on, else as NickServ `IDENTIFY`.
+    pub nickserv_password: Option<SecretString>,
+    /// Authenticate with SASL PLAIN (account = `saslAccount` or the nick) before registration.
+    pub sasl: bool,
+    pub sasl_account: Option<String>,
+    /// Flood control: lines that may go out back to back, then one per `floodIntervalMs`.
+    pub flood_burst: u32,
+    pub flood_interval_ms: u64,
+}
+
+impl Default for IrcConfig {
+    fn default() -> Self {
+        IrcConfig {
+            enabled: false,
+            allow_from: Vec::new(),
+            agent: None,
+            host: String::new(),
+            port: None,
+            nick: String::new(),
+            username: None,
+            realname: None,
+            tls: true,
+            channels: Vec::new(),
+            nickserv_password: None,
+            sasl: false,
+            sasl_account: None,
+            flood_burst: 5,
+            flood_interval_ms: 2_000,
+        }
+    }
+}
+
+impl IrcConfig {
+    /// The configured port, or the protocol default for the TLS setting.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls { 6697 } else { 6667 })
+    }
+}
+
+/// `channels.email.allowMode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AllowMode {
+    /// Only `allowFrom` addresses; an empty list lets nothing in.
+    #[default]
+    Allowlist,
+    /// Any sender (automatic mail is still dropped).
+    Open,
 }
 
 /// `channels.email` (owned by the email adapter).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EmailConfig {
     pub enabled: bool,
+    /// Sender addresses, matched case-insensitively and exactly.
     pub allow_from: Vec<String>,
     pub agent: Option<String>,
+    pub allow_mode: AllowMode,
+    pub imap_host: String,
+    pub imap_port: u16,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// TLS for both servers: IMAP on implicit TLS; SMTP on implicit TLS at port 465, else
+    /// STARTTLS required. Off means plain text (only for a relay on the same host).
+    pub secure: bool,
+    /// The bot's own address (`From:` of replies, and never answered itself).
+    pub address: String,
+    /// Login for IMAP and SMTP; `address` when absent.
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// Mailbox watched for new mail.
+    pub mailbox: String,
+    /// Poll interval when the server has no IDLE, and the longest one IDLE waits.
+    pub polling_interval_ms: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            enabled: false,
+            allow_from: Vec::new(),
+            agent: None,
+            allow_mode: AllowMode::Allowlist,
+            imap_host: String::new(),
+            imap_port: 993,
+            smtp_host: String::new(),
+            smtp_port: 587,
+            secure: true,
+            address: String::new(),
+            username: None,
+            password: None,
+            mailbox: "INBOX".to_owned(),
+            polling_interval_ms: 60_000,
+        }
+    }
 }
 
 /// `channels.telegram` (owned by the Telegram adapter).

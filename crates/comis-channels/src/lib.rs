@@ -9,12 +9,22 @@
 //! against.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
 pub mod discord;
+pub mod email;
+pub mod filter;
+pub mod irc;
+pub mod router;
 pub mod slack;
 pub mod telegram;
+pub mod text;
 pub mod web_common;
 
+pub use email::EmailChannel;
+pub use filter::SenderFilter;
+pub use irc::IrcChannel;
+pub use router::{ApprovalCommand, ApprovalHandler, Dispatch, Router, TurnHandler};
 pub use web_common::WebhookReply;
 
 use std::fmt;

@@ -40,7 +40,7 @@ pub use audit::{EgressContext, NetAudit, NetEvent};
 pub use client::{ClientConfig, FetchRequest, FetchResponse, GuardedClient};
 pub use policy::{Refusal, SsrfPolicy, UrlVerdict, check_url};
 pub use resolve::{LookupFuture, Resolver, SystemResolver};
-pub use tls::parse_pem_certs;
+pub use tls::{TlsTcpStream, connect_tls, parse_pem_certs};
 
 /// The one error type of this crate. Messages name the host, the URL or the setting
 /// concerned, never a secret value or a session token.

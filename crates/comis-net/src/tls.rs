@@ -47,3 +47,30 @@ pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, NetEr
     }
     Ok(certs)
 }
+
+/// A TLS client stream over TCP, for the non-HTTP protocols the channels speak (IRC, IMAP).
+pub type TlsTcpStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// Wraps a connected `tcp` in TLS to `server_name`, verified like every other client
+/// connection here (public roots plus `extra_roots`; no way to skip verification). Only the
+/// TLS layer: the caller chose and connected the address (an operator-configured server).
+///
+/// # Errors
+/// [`NetError::Config`] for an invalid server name or root; [`NetError::Transport`] when the
+/// handshake or verification fails.
+pub async fn connect_tls(
+    tcp: tokio::net::TcpStream,
+    server_name: &str,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<TlsTcpStream, NetError> {
+    let config = client_config(extra_roots)?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| NetError::Config(format!("TLS server name {server_name:?}: {e}")))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| NetError::Transport {
+            url: server_name.to_owned(),
+            detail: format!("TLS: {e}"),
+        })
+}
