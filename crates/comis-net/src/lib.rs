@@ -34,7 +34,9 @@ pub mod resolve;
 mod tls;
 
 pub use audit::{EgressContext, NetAudit, NetEvent};
-pub use client::{ClientConfig, FetchRequest, FetchResponse, GuardedClient};
+pub use client::{
+    ClientConfig, FetchRequest, FetchResponse, FetchStream, GuardedClient, StreamLimits,
+};
 pub use policy::{Refusal, SsrfPolicy, UrlVerdict, check_url};
 pub use resolve::{LookupFuture, Resolver, SystemResolver};
 pub use tls::parse_pem_certs;
