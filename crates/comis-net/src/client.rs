@@ -344,6 +344,40 @@ impl GuardedClient {
         }
     }
 
+    /// The client to use for an operator-configured base URL (a provider's `baseUrl`): this
+    /// one when the strict rules already let the URL through, otherwise a copy whose policy
+    /// excepts exactly that URL's host (so `http://127.0.0.1:11434` works for a local model
+    /// server). Never call this with a URL a model or a message supplied.
+    ///
+    /// # Errors
+    /// [`NetError::Request`] when `url` is not an absolute `http`/`https` URL with a host;
+    /// [`NetError::Config`] when the copy cannot be built.
+    pub fn for_configured_url(&self, url: &str) -> Result<Self, NetError> {
+        let parsed =
+            Url::parse(url).map_err(|e| NetError::Request(format!("{}: {e}", display_raw(url))))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(NetError::Request(format!(
+                "{}: only http and https URLs",
+                display_url(&parsed)
+            )));
+        }
+        let host = match parsed.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => {
+                return Err(NetError::Request(format!(
+                    "{}: no host",
+                    display_url(&parsed)
+                )));
+            }
+        };
+        if self.policy.check_parsed(parsed).is_ok() {
+            return Ok(self.clone());
+        }
+        self.with_allowed_hosts(&[host])
+    }
+
     /// Sends `req`, following redirects like [`fetch`](Self::fetch), and hands back the body
     /// as a stream of chunks read as they arrive: for server-sent events and NDJSON, which
     /// must be parsed before the answer is complete. `limits` replaces the client's own

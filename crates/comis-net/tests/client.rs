@@ -543,3 +543,18 @@ async fn fetch_stream_keeps_the_ssrf_guard_and_extra_hosts_open_only_a_copy() {
     assert!(strict.policy().is_strict());
     assert_eq!(s.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn a_configured_base_url_on_loopback_gets_its_own_exception() {
+    let s = http("127.0.0.1", ok("y")).await;
+    let strict = client(&[], TableResolver::with(&[]));
+    let base = format!("http://127.0.0.1:{}/v1", s.port());
+    let opened = strict.for_configured_url(&base).unwrap();
+    let r = opened.get(&format!("{base}/models")).await.unwrap();
+    assert_eq!(&r.body[..], b"y");
+    // Only that host: another loopback address stays refused.
+    let other = opened.get("http://127.0.0.2:1/").await.unwrap_err();
+    assert!(other.refusal().is_some(), "{other}");
+    assert!(strict.for_configured_url("file:///etc/passwd").is_err());
+    assert!(strict.for_configured_url("not a url").is_err());
+}
