@@ -94,6 +94,8 @@ pub struct Reply {
     wire_chunk_bytes: usize,
     delay: Duration,
     stop_reason: Option<String>,
+    /// Stop after this many HTTP chunks until [`ProviderServer::release`].
+    pause_after: Option<usize>,
 }
 
 impl Reply {
@@ -105,6 +107,7 @@ impl Reply {
             wire_chunk_bytes: 0,
             delay: Duration::ZERO,
             stop_reason: None,
+            pause_after: None,
         }
     }
 
@@ -188,6 +191,14 @@ impl Reply {
         self
     }
 
+    /// Sends the first `chunks` HTTP chunks, then waits for [`ProviderServer::release`]
+    /// before the rest: lets a test see deltas arrive while the answer is still open.
+    #[must_use]
+    pub fn pause_after(mut self, chunks: usize) -> Reply {
+        self.pause_after = Some(chunks);
+        self
+    }
+
     /// Characters per text delta and per piece of a tool call's JSON (at least 1).
     #[must_use]
     pub fn chunk_chars(mut self, n: usize) -> Reply {
@@ -255,6 +266,7 @@ struct Shared {
     requests: Mutex<Vec<Received>>,
     count: AtomicUsize,
     api_key: Mutex<Option<String>>,
+    release: Arc<tokio::sync::Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -317,6 +329,7 @@ impl ProviderServer {
             requests: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
             api_key: Mutex::new(None),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
         });
         let s = Arc::clone(&shared);
         let accept = tokio::spawn(async move {
@@ -382,6 +395,11 @@ impl ProviderServer {
     /// Every request received, in order.
     pub fn requests(&self) -> Vec<Received> {
         lock(&self.shared.requests).clone()
+    }
+
+    /// Lets one paused stream (see [`Reply::pause_after`]) go on.
+    pub fn release(&self) {
+        self.shared.release.add_permits(1);
     }
 
     /// Replies still queued.
@@ -551,7 +569,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                 // Non-streaming answers are not scripted; say so like a server would.
                 return error_response(wire, 400, "testkit: only stream: true is scripted", &[]);
             }
-            stream_response(wire, events, reply.wire_chunk_bytes)
+            let pause = reply.pause_after.map(|n| (n, Arc::clone(&shared.release)));
+            stream_response(wire, events, reply.wire_chunk_bytes, pause)
         }
     }
 }
@@ -1139,7 +1158,12 @@ fn apply_fault(wire: Wire, mut events: Vec<Event>, fault: Fault) -> Vec<Event> {
     }
 }
 
-fn stream_response(wire: Wire, events: Vec<Event>, wire_chunk_bytes: usize) -> Response<Body> {
+fn stream_response(
+    wire: Wire,
+    events: Vec<Event>,
+    wire_chunk_bytes: usize,
+    pause: Option<(usize, Arc<tokio::sync::Semaphore>)>,
+) -> Response<Body> {
     let content_type = match wire {
         Wire::Anthropic | Wire::OpenAi => "text/event-stream; charset=utf-8",
         Wire::Ollama => "application/x-ndjson",
@@ -1161,7 +1185,13 @@ fn stream_response(wire: Wire, events: Vec<Event>, wire_chunk_bytes: usize) -> R
     };
     tokio::spawn(async move {
         let mut tx = tx;
-        for f in frames {
+        for (i, f) in frames.into_iter().enumerate() {
+            if let Some((n, gate)) = &pause
+                && i == *n
+                && gate.acquire().await.map(|p| p.forget()).is_err()
+            {
+                return;
+            }
             if tx.send_data(f).await.is_err() {
                 return;
             }
