@@ -588,3 +588,55 @@ async fn the_breaker_opens_falls_back_without_a_request_and_closes_after_a_good_
     }
     assert_eq!(seen, ["closed->open", "open->halfOpen", "halfOpen->closed"]);
 }
+
+#[tokio::test]
+async fn a_stream_that_stalls_midway_times_out() {
+    for wire in WIRES {
+        let s = server(wire).await;
+        // Never released: the body stops after two chunks.
+        s.push(
+            Reply::text("stalls after this")
+                .chunk_chars(3)
+                .pause_after(2),
+        );
+        let mut e = entry(&s);
+        e.timeout_ms = 300;
+        let p = provider(&e);
+        let (r, _) = complete(p.as_ref(), &request()).await;
+        assert_eq!(r, Err(ProviderError::Timeout), "{wire:?}");
+        assert_eq!(s.request_count(), 1);
+    }
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_transport_error_after_retries() {
+    // A port that was just bound and released: nothing listens there.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = ProviderEntry {
+        kind: "ollama".into(),
+        base_url: format!("http://127.0.0.1:{port}"),
+        max_retries: 2,
+        timeout_ms: 10_000,
+        ..ProviderEntry::default()
+    };
+    let p = provider(&e);
+    let (r, _) = complete(p.as_ref(), &request()).await;
+    assert!(matches!(r, Err(ProviderError::Transport(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_public_looking_name_is_not_opened_by_a_local_base_url() {
+    // The exception is for the configured host only: the same provider client still refuses
+    // the metadata address (what a model might try to reach through a redirect).
+    let s = ProviderServer::ollama().await.unwrap();
+    let client = GuardedClient::new(SsrfPolicy::default(), ClientConfig::default()).unwrap();
+    let opened = client.for_configured_url(&s.base_url()).unwrap();
+    let err = opened
+        .get("http://169.254.169.254/latest/meta-data/")
+        .await
+        .unwrap_err();
+    assert!(err.refusal().is_some(), "{err}");
+}

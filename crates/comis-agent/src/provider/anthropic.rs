@@ -358,3 +358,149 @@ impl Provider for AnthropicProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn ev(data: Value) -> SseEvent {
+        SseEvent {
+            event: data["type"].as_str().unwrap_or("message").to_owned(),
+            data: data.to_string(),
+            id: None,
+        }
+    }
+
+    fn run(events: &[Value]) -> Result<ChatResponse, ProviderError> {
+        let sink = |_: StreamDelta| {};
+        let mut acc = Accumulator::new(&sink);
+        for e in events {
+            acc.on_event(&ev(e.clone()))?;
+        }
+        acc.finish()
+    }
+
+    fn start() -> Value {
+        json!({"type": "message_start", "message": {"usage": {"input_tokens": 3,
+               "cache_read_input_tokens": 4, "output_tokens": 1}}})
+    }
+
+    #[test]
+    fn thinking_blocks_and_unknown_events_are_skipped() {
+        let r = run(&[
+            start(),
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "some_future_event"}),
+            json!({"type": "content_block_start", "index": 1,
+                   "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 1,
+                   "delta": {"type": "text_delta", "text": "hi"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
+                   "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ])
+        .unwrap();
+        assert_eq!(r.message.text(), "hi");
+        assert_eq!(r.message.content.len(), 1);
+        assert_eq!(r.stop_reason, StopReason::MaxTokens);
+        assert_eq!(
+            r.usage,
+            Usage {
+                input_tokens: 7,
+                output_tokens: 9
+            }
+        );
+    }
+
+    #[test]
+    fn an_error_event_is_the_providers_error() {
+        let r = run(&[
+            start(),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ]);
+        assert_eq!(
+            r,
+            Err(ProviderError::Server {
+                status: 529,
+                message: "Overloaded".into()
+            })
+        );
+    }
+
+    #[test]
+    fn hostile_sequences_are_malformed_never_panics() {
+        let orphan = run(&[
+            start(),
+            json!({"type": "content_block_delta", "index": 7,
+                   "delta": {"type": "text_delta", "text": "x"}}),
+        ]);
+        assert!(matches!(orphan, Err(ProviderError::Malformed(_))));
+        let bad_json = run(&[
+            start(),
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "tool_use", "id": "t", "name": "n", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "input_json_delta", "partial_json": "{\"a\": "}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_stop"}),
+        ]);
+        assert!(matches!(bad_json, Err(ProviderError::Malformed(_))));
+        let mismatched = run(&[
+            start(),
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
+        ]);
+        assert!(matches!(mismatched, Err(ProviderError::Malformed(_))));
+        let sink = |_: StreamDelta| {};
+        let mut acc = Accumulator::new(&sink);
+        let not_json = SseEvent {
+            event: "message_start".into(),
+            data: "{".into(),
+            id: None,
+        };
+        assert!(matches!(
+            acc.on_event(&not_json),
+            Err(ProviderError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn request_body_maps_blocks_and_drops_empty_text() {
+        let req = ChatRequest {
+            model: "m".into(),
+            system: String::new(),
+            messages: vec![
+                ChatMessage::user_text("hi"),
+                ChatMessage {
+                    role: Role::Assistant,
+                    content: vec![
+                        ContentBlock::Text {
+                            text: String::new(),
+                        },
+                        ContentBlock::ToolUse {
+                            id: "t1".into(),
+                            name: "file_read".into(),
+                            input: json!("not an object"),
+                        },
+                    ],
+                },
+            ],
+            tools: Vec::new(),
+            max_tokens: 0,
+        };
+        let b = request_body(&req);
+        assert!(b.get("system").is_none());
+        assert!(b.get("tools").is_none());
+        assert_eq!(b["max_tokens"], 1);
+        assert_eq!(b["messages"][1]["content"].as_array().unwrap().len(), 1);
+        assert_eq!(b["messages"][1]["content"][0]["input"], json!({}));
+    }
+}

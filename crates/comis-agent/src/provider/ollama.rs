@@ -301,3 +301,60 @@ impl Provider for OllamaProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn run(lines: &[&str]) -> Result<ChatResponse, ProviderError> {
+        let sink = |_: StreamDelta| {};
+        let mut acc = Accumulator::new(&sink);
+        for l in lines {
+            acc.on_line(l.as_bytes())?;
+        }
+        acc.finish()
+    }
+
+    #[test]
+    fn string_arguments_and_usage() {
+        let r = run(&[
+            r#"{"message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"a","arguments":"{\"k\":2}"}}]},"done":false}"#,
+            "",
+            r#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":4,"eval_count":6}"#,
+        ])
+        .unwrap();
+        assert_eq!(r.stop_reason, StopReason::ToolUse);
+        assert_eq!(
+            r.usage,
+            Usage {
+                input_tokens: 4,
+                output_tokens: 6
+            }
+        );
+        assert_eq!(
+            r.message.content,
+            vec![ContentBlock::ToolUse {
+                id: "ollama_call_0".into(),
+                name: "a".into(),
+                input: json!({"k": 2})
+            }]
+        );
+    }
+
+    #[test]
+    fn error_lines_bad_arguments_and_truncation() {
+        assert!(matches!(
+            run(&[r#"{"error":"model 'x' not found"}"#]),
+            Err(ProviderError::Server { .. })
+        ));
+        assert!(matches!(
+            run(&[r#"{"message":{"tool_calls":[{"function":{"name":"a","arguments":"[1]"}}]}}"#]),
+            Err(ProviderError::Malformed(_))
+        ));
+        assert!(matches!(
+            run(&[r#"{"message":{"content":"hi"},"done":false}"#]),
+            Err(ProviderError::Malformed(_))
+        ));
+    }
+}

@@ -340,3 +340,82 @@ impl Provider for OpenAiProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn run(datas: &[&str]) -> Result<ChatResponse, ProviderError> {
+        let sink = |_: StreamDelta| {};
+        let mut acc = Accumulator::new(&sink);
+        for d in datas {
+            acc.on_data(d)?;
+        }
+        acc.finish()
+    }
+
+    #[test]
+    fn calls_without_index_or_id_and_parallel_calls() {
+        let r = run(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"a","arguments":"{\"x\""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}},{"index":1,"id":"c2","function":{"name":"b","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ])
+        .unwrap();
+        assert_eq!(r.stop_reason, StopReason::ToolUse);
+        assert_eq!(
+            r.message.content,
+            vec![
+                ContentBlock::ToolUse {
+                    id: "call_0".into(),
+                    name: "a".into(),
+                    input: json!({"x": 1})
+                },
+                ContentBlock::ToolUse {
+                    id: "c2".into(),
+                    name: "b".into(),
+                    input: json!({})
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_and_truncation() {
+        assert!(matches!(
+            run(&[r#"{"choices":[{"delta":{"content":"x"}}]}"#]),
+            Err(ProviderError::Malformed(_))
+        ));
+        assert!(matches!(
+            run(&[r#"{"error":{"message":"boom","type":"server_error"}}"#]),
+            Err(ProviderError::Server { .. })
+        ));
+        assert!(matches!(
+            run(&[
+                r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#,
+                "[DONE]"
+            ]),
+            Err(ProviderError::Malformed(_))
+        ));
+        assert!(matches!(
+            run(&["not json"]),
+            Err(ProviderError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn official_openai_gets_max_completion_tokens() {
+        let req = ChatRequest {
+            model: "m".into(),
+            system: "s".into(),
+            messages: vec![ChatMessage::user_text("hi")],
+            tools: Vec::new(),
+            max_tokens: 5,
+        };
+        assert_eq!(request_body(&req, true)["max_completion_tokens"], 5);
+        assert!(request_body(&req, true).get("max_tokens").is_none());
+        assert_eq!(request_body(&req, false)["max_tokens"], 5);
+    }
+}
