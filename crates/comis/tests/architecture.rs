@@ -283,7 +283,10 @@ fn only_comis_net_has_an_http_client() {
         }
         // The test kit runs local *servers* (hyper) for tests; it never ships (checked below).
         if name == "comis-testkit" {
-            assert!(manifest.contains("publish = false"), "comis-testkit must not be published");
+            assert!(
+                manifest.contains("publish = false"),
+                "comis-testkit must not be published"
+            );
             continue;
         }
         for dep in &deps {
@@ -305,7 +308,9 @@ fn the_test_kit_is_only_ever_a_dev_dependency() {
     for dir in crates() {
         let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(
-            !product_dependencies(&manifest).iter().any(|d| d == "comis-testkit"),
+            !product_dependencies(&manifest)
+                .iter()
+                .any(|d| d == "comis-testkit"),
             "{} depends on comis-testkit outside [dev-dependencies]",
             crate_name(&dir)
         );
