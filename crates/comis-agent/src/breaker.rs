@@ -15,7 +15,8 @@
 //! Two ways to use it: [`CircuitBreaker::call`] wraps a future (checks, times, records), or
 //! [`CircuitBreaker::allow`] then [`record_success`](CircuitBreaker::record_success) /
 //! [`record_failure`](CircuitBreaker::record_failure) for callers that need to decide what
-//! counts as a failure themselves. [`counts_as_failure`] is that decision for providers.
+//! counts as a failure themselves. [`counts_as_failure`] is that decision for providers, and
+//! [`CircuitBreaker::call_provider`] is `call` with it for one provider request.
 //!
 //! Time comes from a [`Clock`], so tests move it instead of sleeping.
 //!
@@ -401,6 +402,20 @@ impl CircuitBreaker {
                 Err(CallError::Failed(e))
             }
         }
+    }
+
+    /// One provider call through the breaker, counting failures with [`counts_as_failure`].
+    ///
+    /// # Errors
+    /// [`CallError::Open`] without calling the provider; [`CallError::Failed`] with its error.
+    pub async fn call_provider(
+        &self,
+        provider: &dyn crate::provider::Provider,
+        request: &crate::message::ChatRequest,
+        deltas: crate::provider::DeltaSink<'_>,
+    ) -> Result<crate::message::ChatResponse, CallError<ProviderError>> {
+        self.call_counting(|| provider.complete(request, deltas), counts_as_failure)
+            .await
     }
 
     fn emit(&self, transitions: Vec<Transition>) {

@@ -7,9 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use comis_agent::breaker::{
-    CallError, CircuitBreaker, CircuitState, ManualClock, counts_as_failure,
-};
+use comis_agent::breaker::{CallError, CircuitBreaker, CircuitState, ManualClock};
 use comis_agent::config::{CircuitBreakerConfig, ProviderEntry};
 use comis_agent::message::{
     ChatMessage, ChatRequest, ChatResponse, ContentBlock, Role, StopReason, StreamDelta, ToolSchema,
@@ -545,11 +543,7 @@ async fn the_breaker_opens_falls_back_without_a_request_and_closes_after_a_good_
     let breaker = CircuitBreaker::new("test", "test-model", config, bus, clock.clone());
     let req = request();
     let sink = |_: StreamDelta| {};
-    let call = || async {
-        breaker
-            .call_counting(|| p.complete(&req, &sink), counts_as_failure)
-            .await
-    };
+    let call = || breaker.call_provider(p.as_ref(), &req, &sink);
 
     for _ in 0..3 {
         s.push(Reply::status(503));
