@@ -15,6 +15,7 @@
 //! What it does not: judge whether an allowed, approved action was wise.
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod event;

@@ -17,6 +17,8 @@
 //!   body by [`ClientConfig::max_response_bytes`] (5 MiB), checked while it streams, so a
 //!   lying `Content-Length` or an endless body stops at the limit. No decompression, so no
 //!   decompression bombs.
+//! - [`GuardedClient::fetch_stream`] gives the same checks with the body read chunk by chunk
+//!   as it arrives (for server-sent events), bounded by its own [`StreamLimits`].
 //! - `HTTP_PROXY`/`HTTPS_PROXY` are ignored (a proxy would resolve names for us), and TLS is
 //!   always verified (rustls, web PKI roots plus configured extra roots).
 //! - Errors and audit events name URLs without their query string (queries carry tokens).
@@ -111,6 +113,87 @@ pub struct FetchResponse {
     pub redirects: Vec<String>,
 }
 
+/// Limits of one [`GuardedClient::fetch_stream`] exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// The whole exchange: connecting, redirects, headers and every chunk of the body.
+    pub timeout: Duration,
+    /// Largest total body, in bytes, counted as the chunks arrive.
+    pub max_bytes: u64,
+}
+
+/// A response whose body is read as it arrives (server-sent events, NDJSON), still bounded in
+/// total size and time.
+#[derive(Debug)]
+pub struct FetchStream {
+    pub status: u16,
+    /// The URL that answered (after redirects).
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// Every URL that redirected, in order.
+    pub redirects: Vec<String>,
+    resp: reqwest::Response,
+    target: Url,
+    deadline: tokio::time::Instant,
+    limits: StreamLimits,
+    read: u64,
+    client: GuardedClient,
+}
+
+impl FetchStream {
+    /// The value of the first header called `name` (case-insensitive).
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next chunk of the body as it arrived; `Ok(None)` at the end.
+    ///
+    /// # Errors
+    /// [`NetError::Timeout`] past the exchange's deadline, [`NetError::TooLarge`] past its
+    /// size limit, [`NetError::Transport`] when the connection fails mid-body.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, NetError> {
+        let next = tokio::time::timeout_at(self.deadline, self.resp.chunk()).await;
+        let chunk = match next {
+            Err(_) => {
+                return Err(NetError::Timeout {
+                    url: display_url(&self.target),
+                    secs: self.limits.timeout.as_secs(),
+                });
+            }
+            Ok(r) => r.map_err(|e| {
+                self.client
+                    .transport_error(&self.target, &e, &EgressContext::default())
+            })?,
+        };
+        if let Some(c) = &chunk {
+            self.read = self.read.saturating_add(c.len() as u64);
+            if self.read > self.limits.max_bytes {
+                return Err(NetError::TooLarge {
+                    url: display_url(&self.target),
+                    limit: self.limits.max_bytes,
+                });
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// The rest of the body, whole (still bounded); for error answers.
+    ///
+    /// # Errors
+    /// As [`next_chunk`](Self::next_chunk).
+    pub async fn collect(mut self) -> Result<Bytes, NetError> {
+        let mut buf = Vec::new();
+        while let Some(c) = self.next_chunk().await? {
+            buf.extend_from_slice(&c);
+        }
+        Ok(Bytes::from(buf))
+    }
+}
+
 /// The guarded outbound HTTP client. Cheap to clone (connections are pooled and shared).
 #[derive(Clone)]
 pub struct GuardedClient {
@@ -118,6 +201,7 @@ pub struct GuardedClient {
     policy: Arc<SsrfPolicy>,
     config: Arc<ClientConfig>,
     audit: Arc<dyn NetAudit>,
+    resolver: Arc<dyn Resolver>,
 }
 
 impl std::fmt::Debug for GuardedClient {
@@ -184,7 +268,7 @@ impl GuardedClient {
         let policy = Arc::new(policy);
         let tls = crate::tls::client_config(&config.extra_roots)?;
         let pin = PinningResolve {
-            resolver,
+            resolver: Arc::clone(&resolver),
             policy: Arc::clone(&policy),
         };
         let inner = reqwest::Client::builder()
@@ -203,7 +287,24 @@ impl GuardedClient {
             policy,
             config: Arc::new(config),
             audit,
+            resolver,
         })
+    }
+
+    /// A client like this one (limits, resolver, audit) whose policy also excepts `hosts`:
+    /// for a host the operator configured (a provider's `baseUrl` on 127.0.0.1 or the LAN),
+    /// never for one a model supplied. The new client has its own connection pool.
+    ///
+    /// # Errors
+    /// [`NetError::Config`] for a malformed host entry or when the client cannot be built.
+    pub fn with_allowed_hosts<S: AsRef<str>>(&self, hosts: &[S]) -> Result<Self, NetError> {
+        let policy = self.policy.with_extra_allow_hosts(hosts)?;
+        Self::with_resolver(
+            policy,
+            (*self.config).clone(),
+            Arc::clone(&self.resolver),
+            Arc::clone(&self.audit),
+        )
     }
 
     /// The policy this client enforces.
@@ -243,7 +344,90 @@ impl GuardedClient {
         }
     }
 
+    /// The client to use for an operator-configured base URL (a provider's `baseUrl`): this
+    /// one when the strict rules already let the URL through, otherwise a copy whose policy
+    /// excepts exactly that URL's host (so `http://127.0.0.1:11434` works for a local model
+    /// server). Never call this with a URL a model or a message supplied.
+    ///
+    /// # Errors
+    /// [`NetError::Request`] when `url` is not an absolute `http`/`https` URL with a host;
+    /// [`NetError::Config`] when the copy cannot be built.
+    pub fn for_configured_url(&self, url: &str) -> Result<Self, NetError> {
+        let parsed =
+            Url::parse(url).map_err(|e| NetError::Request(format!("{}: {e}", display_raw(url))))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(NetError::Request(format!(
+                "{}: only http and https URLs",
+                display_url(&parsed)
+            )));
+        }
+        let host = match parsed.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => {
+                return Err(NetError::Request(format!(
+                    "{}: no host",
+                    display_url(&parsed)
+                )));
+            }
+        };
+        if self.policy.check_parsed(parsed).is_ok() {
+            return Ok(self.clone());
+        }
+        self.with_allowed_hosts(&[host])
+    }
+
+    /// Sends `req`, following redirects like [`fetch`](Self::fetch), and hands back the body
+    /// as a stream of chunks read as they arrive: for server-sent events and NDJSON, which
+    /// must be parsed before the answer is complete. `limits` replaces the client's own
+    /// timeout and size limit for this exchange.
+    ///
+    /// # Errors
+    /// As [`fetch`](Self::fetch), up to the response headers; then from
+    /// [`FetchStream::next_chunk`].
+    pub async fn fetch_stream(
+        &self,
+        req: FetchRequest,
+        limits: StreamLimits,
+    ) -> Result<FetchStream, NetError> {
+        let shown = display_raw(&req.url);
+        let deadline = tokio::time::Instant::now() + limits.timeout;
+        let opened = tokio::time::timeout_at(deadline, self.open(req)).await;
+        let (resp, target, redirects) = opened.map_err(|_| NetError::Timeout {
+            url: shown,
+            secs: limits.timeout.as_secs(),
+        })??;
+        if resp.content_length().is_some_and(|n| n > limits.max_bytes) {
+            return Err(NetError::TooLarge {
+                url: display_url(&target),
+                limit: limits.max_bytes,
+            });
+        }
+        Ok(FetchStream {
+            status: resp.status().as_u16(),
+            url: target.to_string(),
+            headers: header_pairs(resp.headers()),
+            redirects,
+            resp,
+            target,
+            deadline,
+            limits,
+            read: 0,
+            client: self.clone(),
+        })
+    }
+
     async fn fetch_inner(&self, req: FetchRequest) -> Result<FetchResponse, NetError> {
+        let (resp, target, redirects) = self.open(req).await?;
+        self.finish(resp, &target, redirects).await
+    }
+
+    /// Sends `req` and follows redirects up to the final response's headers.
+    async fn open(
+        &self,
+        req: FetchRequest,
+    ) -> Result<(reqwest::Response, Url, Vec<String>), NetError> {
         let ctx = req.context.clone().unwrap_or_default();
         let mut method = Method::from_bytes(req.method.as_bytes())
             .map_err(|_| NetError::Request(format!("bad method {:?}", req.method)))?;
@@ -279,7 +463,7 @@ impl GuardedClient {
             let location = resp.headers().get(header::LOCATION).cloned();
             let is_redirect = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
             let Some(location) = location.filter(|_| is_redirect) else {
-                return self.finish(resp, &target.url, redirects).await;
+                return Ok((resp, target.url, redirects));
             };
             if redirects.len() >= self.config.max_redirects {
                 return Err(NetError::TooManyRedirects {
@@ -406,16 +590,7 @@ impl GuardedClient {
         redirects: Vec<String>,
     ) -> Result<FetchResponse, NetError> {
         let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_pairs(resp.headers());
         let body = self
             .read_limited(resp, url, self.config.max_response_bytes)
             .await?;
@@ -455,6 +630,17 @@ impl GuardedClient {
         }
         Ok(Bytes::from(buf))
     }
+}
+
+fn header_pairs(map: &HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn build_headers(pairs: &[(String, String)]) -> Result<HeaderMap, NetError> {

@@ -37,7 +37,9 @@ mod tls;
 pub mod ws;
 
 pub use audit::{EgressContext, NetAudit, NetEvent};
-pub use client::{ClientConfig, FetchRequest, FetchResponse, GuardedClient};
+pub use client::{
+    ClientConfig, FetchRequest, FetchResponse, FetchStream, GuardedClient, StreamLimits,
+};
 pub use policy::{Refusal, SsrfPolicy, UrlVerdict, check_url};
 pub use resolve::{LookupFuture, Resolver, SystemResolver};
 pub use tls::{TlsTcpStream, connect_tls, parse_pem_certs};

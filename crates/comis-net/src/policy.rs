@@ -237,6 +237,19 @@ impl SsrfPolicy {
         Ok(Self { allow })
     }
 
+    /// This policy with `entries` added to its exceptions: for hosts the operator configured
+    /// elsewhere (a provider's `baseUrl`), never for hosts a model supplied.
+    ///
+    /// # Errors
+    /// [`NetError::Config`] naming the first malformed entry.
+    pub fn with_extra_allow_hosts<S: AsRef<str>>(&self, entries: &[S]) -> Result<Self, NetError> {
+        let mut allow = self.allow.clone();
+        for e in entries {
+            allow.push(AllowEntry::parse(e.as_ref())?);
+        }
+        Ok(Self { allow })
+    }
+
     /// The policy from a parsed configuration document: `security.ssrf.allowHosts`, a list
     /// of strings (absent = strict).
     ///

@@ -486,3 +486,75 @@ async fn connect_time_refusal_is_audited_once_with_the_context() {
     assert_eq!(context.agent_id, "a");
     assert_eq!(url, "https://evil.example/x");
 }
+
+#[tokio::test]
+async fn fetch_stream_reads_chunks_and_stops_at_the_size_limit() {
+    use comis_net::StreamLimits;
+    let s = http("127.0.0.1", ok("0123456789")).await;
+    let c = client(&["127.0.0.1"], TableResolver::with(&[]));
+    let url = format!("http://127.0.0.1:{}/sse", s.port());
+    let limits = StreamLimits {
+        timeout: Duration::from_secs(10),
+        max_bytes: 100,
+    };
+    let mut st = c
+        .fetch_stream(FetchRequest::get(&url), limits)
+        .await
+        .unwrap();
+    assert_eq!(st.status, 200);
+    let mut got = Vec::new();
+    while let Some(chunk) = st.next_chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, b"0123456789");
+
+    let small = StreamLimits {
+        timeout: Duration::from_secs(10),
+        max_bytes: 4,
+    };
+    let err = c
+        .fetch_stream(FetchRequest::get(&url), small)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::TooLarge { limit: 4, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn fetch_stream_keeps_the_ssrf_guard_and_extra_hosts_open_only_a_copy() {
+    use comis_net::StreamLimits;
+    let s = http("127.0.0.1", ok("x")).await;
+    let strict = client(&[], TableResolver::with(&[]));
+    let url = format!("http://127.0.0.1:{}/", s.port());
+    let limits = StreamLimits {
+        timeout: Duration::from_secs(10),
+        max_bytes: 100,
+    };
+    let err = strict
+        .fetch_stream(FetchRequest::get(&url), limits)
+        .await
+        .unwrap_err();
+    assert!(err.refusal().is_some(), "{err}");
+    let opened = strict.with_allowed_hosts(&["127.0.0.1"]).unwrap();
+    let st = opened
+        .fetch_stream(FetchRequest::get(&url), limits)
+        .await
+        .unwrap();
+    assert_eq!(&st.collect().await.unwrap()[..], b"x");
+    assert!(strict.policy().is_strict());
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_configured_base_url_on_loopback_gets_its_own_exception() {
+    let s = http("127.0.0.1", ok("y")).await;
+    let strict = client(&[], TableResolver::with(&[]));
+    let base = format!("http://127.0.0.1:{}/v1", s.port());
+    let opened = strict.for_configured_url(&base).unwrap();
+    let r = opened.get(&format!("{base}/models")).await.unwrap();
+    assert_eq!(&r.body[..], b"y");
+    // Only that host: another loopback address stays refused.
+    let other = opened.get("http://127.0.0.2:1/").await.unwrap_err();
+    assert!(other.refusal().is_some(), "{other}");
+    assert!(strict.for_configured_url("file:///etc/passwd").is_err());
+    assert!(strict.for_configured_url("not a url").is_err());
+}

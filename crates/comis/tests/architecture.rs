@@ -284,6 +284,14 @@ fn only_comis_net_has_an_http_client() {
             );
             continue;
         }
+        // The test kit runs local *servers* (hyper) for tests; it never ships (checked below).
+        if name == "comis-testkit" {
+            assert!(
+                manifest.contains("publish = false"),
+                "comis-testkit must not be published"
+            );
+            continue;
+        }
         for dep in &deps {
             assert!(
                 !CLIENTS.contains(&dep.as_str()),
@@ -296,6 +304,20 @@ fn only_comis_net_has_an_http_client() {
     let probe = "[package]\nname = \"x\"\n[dependencies]\nreqwest.workspace = true\n\
                  [dev-dependencies]\nhyper = \"1\"\n[dependencies.ureq]\nversion = \"2\"\n";
     assert_eq!(product_dependencies(probe), ["reqwest", "ureq"]);
+}
+
+#[test]
+fn the_test_kit_is_only_ever_a_dev_dependency() {
+    for dir in crates() {
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(
+            !product_dependencies(&manifest)
+                .iter()
+                .any(|d| d == "comis-testkit"),
+            "{} depends on comis-testkit outside [dev-dependencies]",
+            crate_name(&dir)
+        );
+    }
 }
 
 /// `tests.rs` files are exempt from the product rules above, so each must really be test-only:

@@ -11,6 +11,16 @@ use std::pin::Pin;
 
 use crate::message::{ChatRequest, ChatResponse, StreamDelta};
 
+pub mod anthropic;
+pub mod factory;
+pub mod http;
+pub mod ollama;
+pub mod openai;
+pub mod sse;
+
+pub use factory::build_provider;
+pub use http::ProviderHttp;
+
 /// A boxed future, so providers can be chosen at run time.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
