@@ -694,6 +694,9 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
         out(&format!("{v}\n"))?;
     } else {
         let mut s = String::new();
+        for ch in &changes {
+            s.push_str(&format!("FIXED {ch}\n"));
+        }
         for c in &results {
             let tag = match c.status {
                 Status::Pass => "PASS",
@@ -704,9 +707,6 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
             if c.status != Status::Pass && !c.fix.is_empty() {
                 s.push_str(&format!("      {:<18} fix: {}\n", "", c.fix));
             }
-        }
-        for ch in &changes {
-            s.push_str(&format!("FIXED {ch}\n"));
         }
         out(&s)?;
     }
