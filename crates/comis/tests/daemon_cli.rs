@@ -195,6 +195,11 @@ fn start_status_stop_and_a_second_start_refused() {
     let log = fs::read_to_string(home.join("logs/daemon.log")).unwrap();
     assert!(log.contains("comis daemon ready"), "{log}");
     assert!(log.contains("comis daemon stopped"), "{log}");
+    let o = comis(&home, &["daemon", "logs", "-n", "1"], "");
+    assert!(o.status.success(), "{}", text(&o));
+    let last = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert!(last.contains("comis daemon stopped"), "{last}");
 }
 
 #[test]
@@ -320,6 +325,16 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
     });
     let log_text = fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("duplicate key `agents`"), "{log_text}");
+    // A credential in the refused file reaches the log only scrubbed.
+    fs::write(&config, format!("{good}{API_KEY}: 1\n")).unwrap();
+    hup();
+    wait_for("the second refused reload", || {
+        fs::read_to_string(&log).unwrap().matches("reload refused").count() == 2
+    });
+    let log_text = fs::read_to_string(&log).unwrap();
+    assert!(!log_text.contains(API_KEY), "{log_text}");
+    assert!(!log_text.contains(&API_KEY[8..30]), "{log_text}");
+    assert!(log_text.contains("[REDACTED"), "{log_text}");
     let o = comis(&home, &["daemon", "status", "--json"], "");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -161,8 +161,23 @@ pub fn load_text(
         };
         invalid(pos, e.to_string())
     })?;
-    let config: Config = serde_path_to_error::deserialize(resolved.value())
-        .map_err(|e| typed_error(&e, &spans, path))?;
+    let config: Config = serde_path_to_error::deserialize(resolved.value()).map_err(|e| {
+        // serde quotes the offending value; a value that came from a secret is not repeated.
+        if resolved.secret_paths().contains(&pointer_of(e.path())) {
+            let inner = e.inner().to_string();
+            let expected = inner
+                .rfind(", expected")
+                .map_or("", |i| &inner[i..]);
+            return invalid(
+                spans.value(&pointer_of(e.path())),
+                format!(
+                    "{}: the value from a secret does not fit here{expected}",
+                    dotted(&pointer_of(e.path()))
+                ),
+            );
+        }
+        typed_error(&e, &spans, path)
+    })?;
     let check =
         |pointer: &str, r: Result<(), String>| r.map_err(|m| invalid(spans.value(pointer), m));
     check(
@@ -362,6 +377,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(":4:15:"), "{e}");
+    }
+
+    #[test]
+    fn a_misplaced_secret_is_not_quoted_in_the_error() {
+        let e = load_str("gateway:\n  host: ${GW_TOKEN}\n  port: ${GW_TOKEN}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains(&"a".repeat(40)), "{e}");
+        assert!(e.contains(":3:9:") && e.contains("expected u16"), "{e}");
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct DaemonContext {
     pub config: watch::Receiver<Arc<Config>>,
     pub store: Arc<comis_store::Store>,
     pub bus: EventBus,
+    /// Vault + environment snapshot taken at start (agents get scoped views of it).
+    pub secrets: Arc<comis_secrets::SecretManager>,
     /// The host probe, once it has run (exec stays disabled until then).
     pub probe: Arc<Mutex<Option<comis_sandbox::HostProbe>>>,
 }
@@ -152,6 +154,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
     if loaded.config.security.audit_log {
         bus.add_sink(Arc::new(AuditSink::new(store.clone())));
     }
+    let secrets = Arc::new(load::secret_manager(home)?);
     let config = Arc::new(loaded.config);
     let (config_tx, config_rx) = watch::channel(config.clone());
     let probe = Arc::new(Mutex::new(None));
@@ -160,6 +163,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
         config: config_rx,
         store: store.clone(),
         bus: bus.clone(),
+        secrets,
         probe: probe.clone(),
     };
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
