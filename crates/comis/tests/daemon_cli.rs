@@ -329,7 +329,11 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
     fs::write(&config, format!("{good}{API_KEY}: 1\n")).unwrap();
     hup();
     wait_for("the second refused reload", || {
-        fs::read_to_string(&log).unwrap().matches("reload refused").count() == 2
+        fs::read_to_string(&log)
+            .unwrap()
+            .matches("reload refused")
+            .count()
+            == 2
     });
     let log_text = fs::read_to_string(&log).unwrap();
     assert!(!log_text.contains(API_KEY), "{log_text}");

@@ -10,7 +10,8 @@
 //! vault and master key are kept (re-running with `--force` cannot lock the operator out of
 //! their secrets). No secret is written to the config file or printed.
 //!
-//! Does not: configure channels (they need platform credentials; edit `channels:`), or check
+//! Does not: enable a channel (it prepares the section of the one chosen, disabled with an
+//! empty `allowFrom`: the platform credentials and senders are the operator's to add), or check
 //! that the API key works (`comis doctor` warns when a provider has none).
 
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -166,6 +167,23 @@ pub fn run(args: InitArgs) -> Result<ExitCode, CliError> {
         }
         Some(_) => None,
     };
+    let channel = if interactive {
+        let c = ask(
+            "Chat channel to prepare (none, irc, email, telegram, slack, discord)",
+            "none",
+        )?;
+        match c.as_str() {
+            "none" => None,
+            "irc" | "email" | "telegram" | "slack" | "discord" => Some(c),
+            other => {
+                return Err(CliError::Usage(format!(
+                    "unknown channel {other:?}: choose none, irc, email, telegram, slack or discord"
+                )));
+            }
+        }
+    } else {
+        None
+    };
 
     home::ensure_dir(&home)?;
     for dir in ["logs", "workspaces"] {
@@ -181,10 +199,15 @@ pub fn run(args: InitArgs) -> Result<ExitCode, CliError> {
     let stored_key = items.len() > 1;
     vault.set_many(&items)?;
     let base_url = args.base_url.as_deref().unwrap_or(provider.base_url);
-    home::write_private(
-        &config_path,
-        render(provider, &model, base_url, args.gateway_port).as_bytes(),
-    )?;
+    let mut config = render(provider, &model, base_url, args.gateway_port);
+    if let Some(c) = channel {
+        // Prepared, not enabled: a channel with an empty allowFrom lets nobody in, and the
+        // platform credentials go into the vault first.
+        config.push_str(&format!(
+            "channels:\n  {c}:\n    enabled: false  # set allowFrom, then enable\n    allowFrom: []\n"
+        ));
+    }
+    home::write_private(&config_path, config.as_bytes())?;
     report(&home, created_key, provider, stored_key)
 }
 

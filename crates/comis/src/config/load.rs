@@ -165,9 +165,7 @@ pub fn load_text(
         // serde quotes the offending value; a value that came from a secret is not repeated.
         if resolved.secret_paths().contains(&pointer_of(e.path())) {
             let inner = e.inner().to_string();
-            let expected = inner
-                .rfind(", expected")
-                .map_or("", |i| &inner[i..]);
+            let expected = inner.rfind(", expected").map_or("", |i| &inner[i..]);
             return invalid(
                 spans.value(&pointer_of(e.path())),
                 format!(
