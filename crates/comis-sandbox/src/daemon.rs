@@ -44,3 +44,40 @@ pub fn spawn_daemon(program: &Path, args: &[OsString], log: File) -> Result<Chil
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn detached_child_writes_to_the_log_in_its_own_group() {
+        let t = tempfile::tempdir().unwrap();
+        let log_path = t.path().join("log");
+        let log = File::create(&log_path).unwrap();
+        let args: Vec<OsString> = [
+            "-c",
+            "echo out; echo err >&2; cut -d' ' -f5 /proc/$$/stat; pwd; read x || echo eof",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let mut child = spawn_daemon(Path::new("/bin/sh"), &args, log).unwrap();
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        assert!(lines.contains(&"out") && lines.contains(&"err"), "{text}");
+        // Its own process group (leader = itself), `/` as cwd, /dev/null as stdin.
+        assert!(lines.contains(&pid.to_string().as_str()), "{text}");
+        assert!(lines.contains(&"/") && lines.contains(&"eof"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let t = tempfile::tempdir().unwrap();
+        let log = File::create(t.path().join("log")).unwrap();
+        let e = spawn_daemon(Path::new("/nonexistent/comis"), &[], log).unwrap_err();
+        assert!(matches!(e, SandboxError::Spawn { .. }), "{e}");
+    }
+}
