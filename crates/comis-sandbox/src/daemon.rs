@@ -20,19 +20,27 @@ use std::process::{Child, Command, Stdio};
 
 use crate::SandboxError;
 
-/// Starts `program args…` detached, writing both output streams to `log`. The caller owns the
-/// returned child (to notice an early exit); dropping it does not stop the daemon.
+/// Starts `program args…` detached, writing both output streams to `log`, with `env` set on top
+/// of the inherited environment (e.g. an absolute `COMIS_HOME`: the daemon runs in `/`, where a
+/// relative one would name another directory). The caller owns the returned child (to notice
+/// an early exit); dropping it does not stop the daemon.
 ///
 /// # Errors
 /// [`SandboxError::Spawn`] when the program cannot be started, [`SandboxError::Io`] when the
 /// log file handle cannot be duplicated.
-pub fn spawn_daemon(program: &Path, args: &[OsString], log: File) -> Result<Child, SandboxError> {
+pub fn spawn_daemon(
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    log: File,
+) -> Result<Child, SandboxError> {
     let err_log = log.try_clone().map_err(|source| SandboxError::Io {
         what: "duplicating the daemon log file handle".into(),
         source,
     })?;
     Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(err_log))
@@ -57,12 +65,13 @@ mod tests {
         let log = File::create(&log_path).unwrap();
         let args: Vec<OsString> = [
             "-c",
-            "echo out; echo err >&2; cut -d' ' -f5 /proc/$$/stat; pwd; read x || echo eof",
+            "echo out; echo err >&2; cut -d' ' -f5 /proc/$$/stat; pwd; read x || echo eof; echo $MARK",
         ]
         .iter()
         .map(OsString::from)
         .collect();
-        let mut child = spawn_daemon(Path::new("/bin/sh"), &args, log).unwrap();
+        let env = [(OsString::from("MARK"), OsString::from("set"))];
+        let mut child = spawn_daemon(Path::new("/bin/sh"), &args, &env, log).unwrap();
         let pid = child.id();
         assert!(child.wait().unwrap().success());
         let text = std::fs::read_to_string(&log_path).unwrap();
@@ -71,13 +80,14 @@ mod tests {
         // Its own process group (leader = itself), `/` as cwd, /dev/null as stdin.
         assert!(lines.contains(&pid.to_string().as_str()), "{text}");
         assert!(lines.contains(&"/") && lines.contains(&"eof"), "{text}");
+        assert!(lines.contains(&"set"), "{text}");
     }
 
     #[test]
     fn a_missing_program_is_a_spawn_error() {
         let t = tempfile::tempdir().unwrap();
         let log = File::create(t.path().join("log")).unwrap();
-        let e = spawn_daemon(Path::new("/nonexistent/comis"), &[], log).unwrap_err();
+        let e = spawn_daemon(Path::new("/nonexistent/comis"), &[], &[], log).unwrap_err();
         assert!(matches!(e, SandboxError::Spawn { .. }), "{e}");
     }
 }

@@ -203,6 +203,32 @@ fn start_status_stop_and_a_second_start_refused() {
 }
 
 #[test]
+fn a_relative_comis_home_names_the_same_directory_for_the_daemon() {
+    let t = tempfile::tempdir().unwrap();
+    let rel = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .env("COMIS_HOME", "rel-home")
+            .current_dir(t.path())
+            .output()
+            .unwrap()
+    };
+    assert!(
+        rel(&["init", "--non-interactive", "--gateway-port", "0"])
+            .status
+            .success()
+    );
+    let abs = t.path().join("rel-home");
+    let o = rel(&["daemon", "start"]);
+    let _stop = Stopper(&abs);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(abs.join("daemon.pid").is_file());
+    let o = comis(&abs, &["daemon", "status"], "");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
 fn invalid_config_is_refused_with_position_and_suggestion() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path().join("home");

@@ -118,7 +118,11 @@ fn start() -> Result<ExitCode, CliError> {
         .iter()
         .map(OsString::from)
         .collect();
-    let mut child = comis_sandbox::spawn_daemon(&exe, &args, file)?;
+    let env = [(
+        OsString::from(home::HOME_VAR),
+        home.clone().into_os_string(),
+    )];
+    let mut child = comis_sandbox::spawn_daemon(&exe, &args, &env, file)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(s) = DaemonState::read(&home)
