@@ -369,13 +369,48 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["agents"], serde_json::json!(["default"]));
-    // A valid change is taken.
+    // A valid change is taken, and `logs -f` shows it as it is written.
+    let mut follow = Command::new(BIN)
+        .args(["daemon", "logs", "-f", "-n", "0"])
+        .env_clear()
+        .env("COMIS_HOME", &home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
     fs::write(
         &config,
         good.replace("agents:\n", "agents:\n  second: {}\n"),
     )
     .unwrap();
-    hup();
+    // `logs -f -n 0` starts at the end of the file whenever it gets there: signal until a
+    // reload line written after that arrives.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'seen: loop {
+        assert!(Instant::now() < deadline, "logs -f did not show the reload");
+        hup();
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            assert!(
+                !line.contains("reload refused"),
+                "old lines were printed: {line}"
+            );
+            if line.contains("configuration reloaded") {
+                break 'seen;
+            }
+        }
+    }
+    follow.kill().unwrap();
+    follow.wait().unwrap();
     wait_for("the reloaded agents in the status", || {
         let o = comis(&home, &["daemon", "status", "--json"], "");
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();

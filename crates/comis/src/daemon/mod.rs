@@ -7,7 +7,9 @@
 //! written atomically.
 //!
 //! Does not: coordinate daemons on different homes, or survive a home on a filesystem without
-//! `flock` (NFS without lock support).
+//! `flock` (NFS without lock support). In the instant between a new daemon taking the lock and
+//! writing its pid, the pid file may still name a crashed predecessor; `stop` in that instant
+//! would signal that stale pid.
 
 pub mod logging;
 pub mod run;
