@@ -40,8 +40,9 @@ pub struct DaemonContext {
     pub config: watch::Receiver<Arc<Config>>,
     pub store: Arc<comis_store::Store>,
     pub bus: EventBus,
-    /// Vault + environment snapshot taken at start (agents get scoped views of it).
-    pub secrets: Arc<comis_secrets::SecretManager>,
+    /// Vault + environment snapshot (agents get scoped views of it); retaken on each accepted
+    /// SIGHUP reload, so `comis secrets set` + SIGHUP reaches the running daemon.
+    pub secrets: watch::Receiver<Arc<comis_secrets::SecretManager>>,
     /// The host probe, once it has run (exec stays disabled until then).
     pub probe: Arc<Mutex<Option<comis_sandbox::HostProbe>>>,
 }
@@ -154,7 +155,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
     if loaded.config.security.audit_log {
         bus.add_sink(Arc::new(AuditSink::new(store.clone())));
     }
-    let secrets = Arc::new(load::secret_manager(home)?);
+    let (secrets_tx, secrets) = watch::channel(Arc::new(load::secret_manager(home)?));
     let config = Arc::new(loaded.config);
     let (config_tx, config_rx) = watch::channel(config.clone());
     let probe = Arc::new(Mutex::new(None));
@@ -213,7 +214,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => reload(home, &config_tx, &bus, &state),
+            _ = sighup.recv() => reload(home, &config_tx, &secrets_tx, &bus, &state),
         }
     }
 
@@ -247,11 +248,20 @@ fn write_state(home: &Path, state: &Mutex<DaemonState>) {
 fn reload(
     home: &Path,
     tx: &watch::Sender<Arc<Config>>,
+    secrets_tx: &watch::Sender<Arc<comis_secrets::SecretManager>>,
     bus: &EventBus,
     state: &Mutex<DaemonState>,
 ) {
-    match load::load(home) {
-        Ok(l) => {
+    match load::load(home).and_then(|l| {
+        let s = load::secret_manager(home).map_err(|e| ConfigError::Invalid {
+            file: l.path.clone(),
+            pos: None,
+            message: format!("opening the vault: {e}"),
+        })?;
+        Ok((l, s))
+    }) {
+        Ok((l, secrets)) => {
+            secrets_tx.send_replace(Arc::new(secrets));
             let config = Arc::new(l.config);
             if let Ok(mut s) = state.lock() {
                 s.agents = config.agents.keys().cloned().collect();
