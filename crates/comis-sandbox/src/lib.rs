@@ -10,6 +10,7 @@
 //! - [`probe`]: what the host can enforce, found by running the real profile at start-up.
 //! - [`safe_path`]: the one way an agent path reaches the filesystem.
 //! - [`helper`]: operator-configured programs (credential helpers), no shell, empty env.
+//! - [`daemon`]: the comis daemon itself, started detached by `comis daemon start`.
 //!
 //! ## What this crate guarantees
 //! No secret of the daemon reaches a child: every child starts from an empty environment (a
@@ -26,6 +27,7 @@
 //! `unsafe` appears once, in [`process`], for `pre_exec` (see its `SAFETY` note).
 
 pub mod cgroup;
+pub mod daemon;
 pub mod env;
 pub mod exec;
 pub mod helper;
@@ -37,6 +39,7 @@ pub mod profile;
 pub mod safe_path;
 pub mod seccomp;
 
+pub use daemon::spawn_daemon;
 pub use env::SystemEnv;
 pub use exec::{
     CommandPolicy, ExecOutcome, ExecReport, ExecRequest, ExecState, Sandbox, SandboxConfig,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod daemon;
 
 use std::process::ExitCode;
 

@@ -2,8 +2,12 @@
 //! errors are values and end as one line on stderr with exit status 2.
 
 mod audit;
+mod config;
+mod daemon;
+mod doctor;
 mod fetch;
 mod guard;
+mod init;
 mod items;
 mod memory;
 mod relay;
@@ -40,6 +44,45 @@ enum Command {
     BrokerRelay(relay::RelayArgs),
     /// Run a command in the exec sandbox, or show what this host can enforce.
     Sandbox(sandbox::SandboxArgs),
+    /// Create $COMIS_HOME: config, master key, vault with a gateway token, default agent.
+    Init(init::InitArgs),
+    /// Validate or show config.yaml.
+    Config(config::ConfigArgs),
+    /// Start, stop and inspect the daemon.
+    Daemon(daemon::DaemonArgs),
+    /// Check the set-up for insecure settings (and repair what is safe to repair).
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+}
+
+/// Shells `comis completions` can write for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+fn completions(shell: Shell) -> Result<ExitCode, CliError> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut buf = Vec::new();
+    match shell {
+        Shell::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "comis", &mut buf)
+        }
+        Shell::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "comis", &mut buf)
+        }
+        Shell::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "comis", &mut buf)
+        }
+    }
+    out(&String::from_utf8_lossy(&buf))
 }
 
 /// The one error type of the CLI.
@@ -84,5 +127,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Fetch(args) => fetch::run(args),
         Command::BrokerRelay(args) => relay::run(args),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Config(args) => config::run(args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Completions { shell } => completions(shell),
     }
 }

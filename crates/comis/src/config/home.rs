@@ -92,6 +92,33 @@ pub fn ensure_dir(p: &Path) -> Result<(), ConfigError> {
     }
 }
 
+/// Writes `bytes` to `path` atomically with mode 0600 (temporary file beside it, fsync,
+/// rename), replacing any existing file.
+///
+/// # Errors
+/// [`ConfigError::Io`].
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| ConfigError::Io {
+        action: "writing",
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,9 +1,14 @@
-//! Configuration of the comis binary: where its data lives (and, later, `config.yaml`).
+//! Configuration of the comis binary: where its data lives ([`home`]) and `config.yaml`
+//! ([`yaml`] parses with positions and limits, [`schema`] is the typed root, [`load`] ties them
+//! together with SecretRef resolution).
 //!
 //! This directory is one of the two places allowed to read the process environment (the
 //! other is comis-secrets), so every variable comis honours is found here or there.
 
 pub mod home;
+pub mod load;
+pub mod schema;
+pub mod yaml;
 
 use std::path::PathBuf;
 
@@ -23,5 +28,15 @@ pub enum ConfigError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// There is no configuration file yet.
+    #[error("no configuration at {}: run `comis init` first", path.display())]
+    Missing { path: PathBuf },
+    /// The configuration is malformed, or a key or value is not valid.
+    #[error("{}{}: {message}", file.display(), pos.map_or_else(String::new, |p| format!(":{}:{}", p.line, p.col)))]
+    Invalid {
+        file: PathBuf,
+        pos: Option<yaml::Pos>,
+        message: String,
     },
 }

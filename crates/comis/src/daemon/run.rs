@@ -1,0 +1,287 @@
+//! The running daemon: every service it wires, in one place.
+//!
+//! Order at start: load and validate the config (refuse to start on any error) → take the
+//! instance lock → pid file → logging → store and event bus (the hash-chained audit log as a
+//! sink) → services ([`start_services`]) → state file → `daemon:started`. The host probe runs
+//! beside start-up (it spawns bwrap) and fills the state's sandbox layers when it finishes.
+//!
+//! Signals: SIGTERM and SIGINT stop gracefully (services stopped, pending approvals denied,
+//! `daemon:stopped` recorded, the store closed, pid and state files removed). SIGHUP reloads
+//! `config.yaml` after validating it; an invalid file leaves the running configuration in
+//! place and the log says why. Subscribers of [`DaemonContext::config`] see each accepted
+//! configuration.
+//!
+//! Does not: restart crashed services (the service manager restarts the daemon), or apply a
+//! reloaded `logLevel` or gateway address without a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use comis_agent::event::{AuditSink, Event, EventBus, EventKind, Outcome};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::{DaemonState, InstanceLock, PID_FILE, STATE_FILE, logging, now};
+use crate::cli::CliError;
+use crate::config::load::{self, Loaded};
+use crate::config::schema::Config;
+use crate::config::{ConfigError, home};
+
+/// What every service of the daemon is given.
+#[derive(Debug, Clone)]
+#[allow(
+    dead_code,
+    reason = "the fields are for the services wired in start_services"
+)]
+pub struct DaemonContext {
+    pub home: PathBuf,
+    /// The current configuration; replaced on each accepted SIGHUP reload.
+    pub config: watch::Receiver<Arc<Config>>,
+    pub store: Arc<comis_store::Store>,
+    pub bus: EventBus,
+    /// Vault + environment snapshot (agents get scoped views of it); retaken on each accepted
+    /// SIGHUP reload, so `comis secrets set` + SIGHUP reaches the running daemon.
+    pub secrets: watch::Receiver<Arc<comis_secrets::SecretManager>>,
+    /// The host probe, once it has run (exec stays disabled until then).
+    pub probe: Arc<Mutex<Option<comis_sandbox::HostProbe>>>,
+}
+
+/// The services the daemon runs. Each is stopped, in reverse order, on shutdown.
+#[derive(Debug, Default)]
+pub struct Services {
+    /// What `comis daemon status` shows as the gateway address ("" when none is listening).
+    pub gateway_addr: String,
+    /// Tasks to abort at shutdown (after their own graceful stop, if they have one).
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the agent runtime, the gateway and the channels.
+///
+/// ===== LEAD: WIRING POINT =====
+/// 1. Build the agent runtime from `ctx.config.borrow().agents/providers/approvals`, the store
+///    and `ctx.bus` (comis_agent).
+/// 2. Start the gateway (comis_gateway) on `gateway.host:gateway.port` serving `/health`; put
+///    its bound address in `Services::gateway_addr` and its task in `Services::tasks`.
+/// 3. Start the enabled channels (comis_channels) with the runtime.
+///
+/// Readiness (`daemon start` returns, the state file appears) waits for this function, so a
+/// bound gateway listener here makes "ready" mean "/health answers".
+pub async fn start_services(ctx: &DaemonContext) -> Result<Services, CliError> {
+    let config = ctx.config.borrow().clone();
+    tracing::info!(
+        agents = config.agents.len(),
+        "agent runtime, gateway and channels are not wired yet; running the lifecycle only"
+    );
+    Ok(Services::default())
+}
+
+/// Stops what [`start_services`] started.
+async fn stop_services(services: Services) {
+    for task in services.tasks.into_iter().rev() {
+        task.abort();
+        let _ = task.await;
+    }
+}
+
+fn enabled_channels(config: &Config) -> Vec<String> {
+    let c = &config.channels;
+    let mut out = Vec::new();
+    let flags = [
+        ("irc", c.irc.as_ref().is_some_and(|x| x.enabled)),
+        ("email", c.email.as_ref().is_some_and(|x| x.enabled)),
+        ("telegram", c.telegram.as_ref().is_some_and(|x| x.enabled)),
+        ("slack", c.slack.as_ref().is_some_and(|x| x.enabled)),
+        ("discord", c.discord.as_ref().is_some_and(|x| x.enabled)),
+    ];
+    for (name, on) in flags {
+        if on {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
+
+fn probe_layers(p: &comis_sandbox::HostProbe) -> Vec<(String, bool, String)> {
+    let l =
+        |name: &str, s: &comis_sandbox::LayerStatus| (name.to_owned(), s.active, s.detail.clone());
+    vec![
+        l("namespaces", &p.namespaces),
+        l("seccomp", &p.seccomp),
+        l("landlock", &p.landlock),
+        l("process-limit", &p.process_limit()),
+    ]
+}
+
+/// `comis daemon start --foreground`: runs until SIGTERM/SIGINT.
+pub fn run_foreground() -> Result<ExitCode, CliError> {
+    let home = home::ensure()?;
+    let loaded = match load::load(&home) {
+        Ok(l) => l,
+        Err(e @ (ConfigError::Invalid { .. } | ConfigError::Missing { .. })) => {
+            eprintln!("comis: refusing to start: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(lock) = InstanceLock::acquire(&home)? else {
+        eprintln!(
+            "comis: refusing to start: a daemon is already running for {} (pid {})",
+            home.display(),
+            super::read_pid(&home).map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+        );
+        return Ok(ExitCode::from(1));
+    };
+    home::write_private(
+        &home.join(PID_FILE),
+        format!("{}\n", std::process::id()).as_bytes(),
+    )?;
+    logging::init(loaded.config.log_level);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Usage(format!("starting the async runtime: {e}")))?;
+    let result = runtime.block_on(serve(&home, loaded));
+    let _ = std::fs::remove_file(home.join(STATE_FILE));
+    let _ = std::fs::remove_file(home.join(PID_FILE));
+    drop(lock);
+    result
+}
+
+async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
+    let started = std::time::Instant::now();
+    let store = Arc::new(comis_store::Store::open_in(home)?);
+    let mut bus = EventBus::new();
+    if loaded.config.security.audit_log {
+        bus.add_sink(Arc::new(AuditSink::new(store.clone())));
+    }
+    let (secrets_tx, secrets) = watch::channel(Arc::new(load::secret_manager(home)?));
+    let config = Arc::new(loaded.config);
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let probe = Arc::new(Mutex::new(None));
+    let ctx = DaemonContext {
+        home: home.to_owned(),
+        config: config_rx,
+        store: store.clone(),
+        bus: bus.clone(),
+        secrets,
+        probe: probe.clone(),
+    };
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(signal_err)?;
+
+    let services = start_services(&ctx).await?;
+    let state = Arc::new(Mutex::new(DaemonState {
+        pid: std::process::id(),
+        started_at: now(),
+        gateway: services.gateway_addr.clone(),
+        agents: config.agents.keys().cloned().collect(),
+        channels: enabled_channels(&config),
+        sandbox: Vec::new(),
+        config_loaded_at: now(),
+    }));
+    write_state(home, &state);
+    bus.emit(
+        Event::new(EventKind::DaemonStarted, Outcome::Allowed)
+            .with("pid", std::process::id())
+            .with("agents", config.agents.len()),
+    );
+    tracing::info!(
+        pid = std::process::id(),
+        ready_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "comis daemon ready"
+    );
+    {
+        let (probe, state, home) = (probe.clone(), state.clone(), home.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let p = comis_sandbox::HostProbe::run(None);
+            let layers = probe_layers(&p);
+            for (name, active, detail) in &layers {
+                tracing::info!(layer = %name, active, detail = %detail, "sandbox layer");
+            }
+            if let Ok(mut s) = state.lock() {
+                s.sandbox = layers;
+            }
+            if let Ok(mut slot) = probe.lock() {
+                *slot = Some(p);
+            }
+            write_state(&home, &state);
+        });
+    }
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => reload(home, &config_tx, &secrets_tx, &bus, &state),
+        }
+    }
+
+    stop_services(services).await;
+    let denied = store.deny_pending_approvals().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "denying pending approvals failed");
+        0
+    });
+    bus.emit(
+        Event::new(EventKind::DaemonStopped, Outcome::Allowed)
+            .with("pendingApprovalsDenied", denied),
+    );
+    tracing::info!(pending_approvals_denied = denied, "comis daemon stopped");
+    drop(ctx);
+    drop(bus);
+    drop(store);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signal_err(e: std::io::Error) -> CliError {
+    CliError::Usage(format!("installing signal handlers: {e}"))
+}
+
+fn write_state(home: &Path, state: &Mutex<DaemonState>) {
+    let snapshot = state.lock().map(|s| s.clone()).unwrap_or_default();
+    if let Err(e) = snapshot.write(home) {
+        tracing::warn!(error = %e, "writing the daemon state file failed");
+    }
+}
+
+fn reload(
+    home: &Path,
+    tx: &watch::Sender<Arc<Config>>,
+    secrets_tx: &watch::Sender<Arc<comis_secrets::SecretManager>>,
+    bus: &EventBus,
+    state: &Mutex<DaemonState>,
+) {
+    match load::load(home).and_then(|l| {
+        let s = load::secret_manager(home).map_err(|e| ConfigError::Invalid {
+            file: l.path.clone(),
+            pos: None,
+            message: format!("opening the vault: {e}"),
+        })?;
+        Ok((l, s))
+    }) {
+        Ok((l, secrets)) => {
+            secrets_tx.send_replace(Arc::new(secrets));
+            let config = Arc::new(l.config);
+            if let Ok(mut s) = state.lock() {
+                s.agents = config.agents.keys().cloned().collect();
+                s.channels = enabled_channels(&config);
+                s.config_loaded_at = now();
+            }
+            tx.send_replace(config);
+            write_state(home, state);
+            bus.emit(Event::new(EventKind::ConfigReloaded, Outcome::Allowed));
+            tracing::info!("SIGHUP: configuration reloaded");
+        }
+        Err(e) => {
+            bus.emit(
+                Event::new(EventKind::ConfigReloaded, Outcome::Denied)
+                    .with("reason", "invalid configuration"),
+            );
+            tracing::warn!(
+                error = %e,
+                "SIGHUP: configuration reload refused, keeping the running configuration"
+            );
+        }
+    }
+}
