@@ -37,7 +37,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{self, Caller, IpNet, RateLimiter, TokenStore};
@@ -51,6 +51,9 @@ use crate::{GatewayError, openai, rpc, tls, ws};
 pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub client_cn: Option<String>,
+    /// The connection's slot under `maxConnections`; a WebSocket session keeps it after the
+    /// HTTP connection has handed its socket over.
+    pub slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 /// The client address after the trusted-proxy rule. Set by the front middleware.
@@ -202,6 +205,7 @@ pub(crate) fn conn_info(ext: &axum::http::Extensions) -> ConnInfo {
     ext.get::<ConnInfo>().cloned().unwrap_or(ConnInfo {
         peer: SocketAddr::from(([0, 0, 0, 0], 0)),
         client_cn: None,
+        slot: None,
     })
 }
 
@@ -384,9 +388,8 @@ impl Gateway {
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         state.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
-                        serve_connection(stream, peer, acceptor, app, &state).await;
+                        serve_connection(stream, peer, acceptor, app, &state, Arc::new(permit)).await;
                         state.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
-                        drop(permit);
                     });
                 }
             }
@@ -483,6 +486,7 @@ async fn serve_connection(
     acceptor: Option<TlsAcceptor>,
     app: Router,
     state: &AppState,
+    slot: Arc<OwnedSemaphorePermit>,
 ) {
     let _ = stream.set_nodelay(true);
     let head_timeout = Duration::from_millis(state.config.header_read_timeout_ms);
@@ -491,6 +495,7 @@ async fn serve_connection(
             let info = ConnInfo {
                 peer,
                 client_cn: None,
+                slot: Some(slot),
             };
             drive(TokioIo::new(stream), info, app, state, head_timeout).await;
         }
@@ -518,7 +523,11 @@ async fn serve_connection(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(tls::common_name);
-            let info = ConnInfo { peer, client_cn };
+            let info = ConnInfo {
+                peer,
+                client_cn,
+                slot: Some(slot),
+            };
             drive(TokioIo::new(tls), info, app, state, head_timeout).await;
         }
     }

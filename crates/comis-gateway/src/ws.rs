@@ -65,7 +65,11 @@ pub(crate) async fn upgrade(
             state.auth_failed(ip, conn.client_cn.as_deref(), "/ws", "insufficient scope");
             refuse(ws, CLOSE_FORBIDDEN, "Insufficient scope: requires 'ws'")
         }
-        Ok(caller) => ws.on_upgrade(move |socket| session(state, caller, socket)),
+        Ok(caller) => ws.on_upgrade(move |socket| async move {
+            session(state, caller, socket).await;
+            // Released only now: an open socket counts against maxConnections.
+            drop(conn.slot);
+        }),
     }
 }
 
@@ -100,7 +104,17 @@ async fn session(state: Arc<AppState>, caller: Caller, socket: WebSocket) {
     let mut counter =
         WindowCounter::new(Duration::from_millis(limit.window_ms), limit.max_messages);
     let max = state.config.ws_max_message_bytes;
-    while let Some(Ok(msg)) = stream.next().await {
+    let mut writer = writer;
+    let mut writer_done = false;
+    loop {
+        let msg = tokio::select! {
+            next = stream.next() => match next {
+                Some(Ok(m)) => m,
+                _ => break,
+            },
+            // The writer has closed the socket (shutdown, dead peer): stop reading too.
+            _ = &mut writer => { writer_done = true; break; }
+        };
         let text = match msg {
             Message::Text(t) => Some(t),
             Message::Binary(_) => None,
@@ -148,8 +162,10 @@ async fn session(state: Arc<AppState>, caller: Caller, socket: WebSocket) {
         });
     }
     drop(out_tx);
+    if !writer_done {
+        let _ = writer.await;
+    }
     drop(close_tx);
-    let _ = writer.await;
     state.metrics.ws_active.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -168,6 +184,16 @@ async fn write_loop(
     let mut bus_live = admin;
     loop {
         let message = tokio::select! {
+            // A pending close wins over queued output: a revoked token gets nothing more.
+            biased;
+            changed = close_rx.changed(), if close_live => match (changed.is_ok(), read_close(&close_rx)) {
+                (true, Some((code, reason))) => {
+                    let _ = sink.send(close(code, reason)).await;
+                    break;
+                }
+                (true, None) => continue,
+                (false, _) => { close_live = false; continue; }
+            },
             next = out.recv() => match next {
                 Some(v) => Message::Text(v.to_string().into()),
                 None => break,
@@ -175,15 +201,6 @@ async fn write_loop(
             _ = heartbeat.tick() => {
                 Message::Text(json!({"jsonrpc": "2.0", "method": "heartbeat", "params": {"ts": now_ms()}}).to_string().into())
             }
-            changed = close_rx.changed(), if close_live => match (changed.is_ok(), read_close(&close_rx)) {
-                (true, Some((code, reason))) => {
-                    let _ = sink.send(close(code, reason)).await;
-                    break;
-                }
-                (true, None) => continue,
-                // The reader is gone; drain what handlers still send.
-                (false, _) => { close_live = false; continue; }
-            },
             () = stopped(&mut shutdown) => {
                 let _ = sink.send(close(1001, "Server shutting down")).await;
                 break;
