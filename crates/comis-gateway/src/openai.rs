@@ -175,7 +175,7 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, req: Re
         .filter(|m| m.role == "system" || m.role == "developer")
     {
         let opts = WrapOptions::new(SourceKind::Api).subject("system message from the API caller");
-        match state.wrapper.wrap(&m.text(), &opts) {
+        match comis_guard::wrap::wrap(&m.text(), &opts) {
             Ok(w) => {
                 text.push_str(&w.text);
                 text.push('\n');

@@ -403,14 +403,18 @@ pub(crate) async fn http_rpc(State(state): State<Arc<AppState>>, req: Request) -
         Err(r) => return r,
     };
     let limit = state.config.http_body_limit_bytes;
-    let Ok(bytes) = crate::server::read_body(body, limit).await else {
-        state.metrics.rpc_errors.fetch_add(1, Ordering::Relaxed);
-        let msg = format!("Invalid Request: body larger than {limit} bytes");
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(error_value(Value::Null, INVALID_REQUEST, &msg)),
-        )
-            .into_response();
+    let bytes = match crate::server::read_body(body, limit).await {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            state.metrics.rpc_errors.fetch_add(1, Ordering::Relaxed);
+            let msg = format!("Invalid Request: body larger than {limit} bytes");
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(error_value(Value::Null, INVALID_REQUEST, &msg)),
+            )
+                .into_response();
+        }
+        Err(r) => return r,
     };
     match handle_payload(&state, &caller, &bytes, None).await {
         Some(v) => axum::Json(v).into_response(),

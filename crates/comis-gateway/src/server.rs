@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use comis_agent::event::{Event, EventBus, EventKind, Outcome};
 use comis_agent::runtime::{Origin, TurnRequest};
-use comis_guard::wrap::{ContentWrapper, SourceKind, WrapOptions};
+use comis_guard::wrap::{SourceKind, WrapOptions};
 use comis_secrets::{ExposeSecret, SecretString};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -92,7 +92,6 @@ pub(crate) struct AppState {
     pub events: EventBus,
     pub tokens: TokenStore,
     pub metrics: Metrics,
-    pub wrapper: ContentWrapper,
     pub started_ms: i64,
     pub local_addr: SocketAddr,
     pub tls: bool,
@@ -284,30 +283,35 @@ impl Gateway {
             Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
             None => None,
         };
-        let wrapper = ContentWrapper::new().map_err(|e| GatewayError::Config(e.to_string()))?;
 
-        let listener = TcpListener::bind((config.host.as_str(), config.port))
+        // Resolve first: an unsafe address is refused before anything listens on it.
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((config.host.as_str(), config.port))
             .await
-            .map_err(|e| GatewayError::Bind(format!("{}:{}: {e}", config.host, config.port)))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| GatewayError::Bind(e.to_string()))?;
+            .map_err(|e| GatewayError::Bind(format!("{}:{}: {e}", config.host, config.port)))?
+            .collect();
+        let public = addrs.iter().find(|a| !a.ip().is_loopback());
         let mut warnings = Vec::new();
-        if !local_addr.ip().is_loopback() {
+        if let Some(public) = public {
             if tokens.is_empty() {
                 return Err(GatewayError::Config(format!(
-                    "refusing to listen on non-loopback {local_addr} without gateway.tokens: \
+                    "refusing to listen on non-loopback {public} without gateway.tokens: \
                      anyone who reaches the port would drive the agents"
                 )));
             }
             if acceptor.is_none() && !config.allow_insecure_http {
                 warnings.push(format!(
-                    "WARNING: the gateway listens on non-loopback {local_addr} over plain HTTP: \
+                    "WARNING: the gateway listens on non-loopback {public} over plain HTTP: \
                      tokens and replies cross the network unencrypted. Set gateway.tls, or \
                      gateway.allowInsecureHttp: true to acknowledge."
                 ));
             }
         }
+        let listener = TcpListener::bind(&addrs[..])
+            .await
+            .map_err(|e| GatewayError::Bind(format!("{}:{}: {e}", config.host, config.port)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| GatewayError::Bind(e.to_string()))?;
         if tokens.is_empty() {
             warnings.push(
                 "the gateway has no tokens: every route except /health and webhooks answers 401"
@@ -329,7 +333,6 @@ impl Gateway {
             events,
             tokens,
             metrics: Metrics::default(),
-            wrapper,
             started_ms: now_ms(),
             local_addr,
             shutdown: shutdown_rx,
@@ -816,13 +819,12 @@ async fn webhook_delivery(
         Ok(a) => a,
         Err(e) => return error_response(StatusCode::SERVICE_UNAVAILABLE, &e),
     };
-    let wrapped = match state
-        .wrapper
-        .wrap(text, &WrapOptions::new(SourceKind::Webhook).sender(&name))
-    {
-        Ok(w) => w,
-        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
+    // The process-wide wrapper: its compiled patterns are shared with the runtime.
+    let wrapped =
+        match comis_guard::wrap::wrap(text, &WrapOptions::new(SourceKind::Webhook).sender(&name)) {
+            Ok(w) => w,
+            Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
     state
         .metrics
         .webhooks_accepted
