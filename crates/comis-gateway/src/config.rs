@@ -210,3 +210,74 @@ impl HmacAlgorithm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_keys_and_defaults() {
+        let c: GatewayConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 4766));
+        assert_eq!(
+            (c.rate_limit.window_ms, c.rate_limit.max_requests),
+            (60_000, 100)
+        );
+        assert_eq!(c.http_body_limit_bytes, 1_048_576);
+        assert_eq!(c.ws_max_message_bytes, 1_048_576);
+        assert_eq!(
+            (
+                c.ws_message_rate_limit.max_messages,
+                c.ws_message_rate_limit.window_ms
+            ),
+            (60, 60_000)
+        );
+        assert_eq!((c.max_batch_size, c.ws_heartbeat_ms), (50, 30_000));
+        assert!(c.enabled && c.web.enabled && !c.allow_insecure_http);
+
+        let c: GatewayConfig = serde_json::from_value(serde_json::json!({
+            "host": "0.0.0.0",
+            "tokens": [{"id": "default", "secret": "s".repeat(32), "scopes": ["*"]}],
+            "tls": {"certPath": "c", "keyPath": "k", "caPath": "ca"},
+            "rateLimit": {"maxRequests": 5},
+            "corsOrigins": ["https://a.example"],
+            "trustedProxies": ["10.0.0.0/8"],
+            "wsMessageRateLimit": {"maxMessages": 10, "windowMs": 1000},
+            "allowInsecureHttp": true,
+            "web": {"enabled": false},
+        }))
+        .unwrap();
+        assert!(
+            c.tls.unwrap().require_client_cert,
+            "requireClientCert defaults to true"
+        );
+        assert_eq!(c.rate_limit.window_ms, 60_000);
+        assert_eq!(c.ws_message_rate_limit.max_messages, 10);
+
+        let typo = serde_json::from_value::<GatewayConfig>(serde_json::json!({"tokns": []}));
+        assert!(typo.is_err());
+    }
+
+    #[test]
+    fn webhook_keys_and_defaults() {
+        let w: WebhooksConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(!w.enabled);
+        assert_eq!(
+            (w.path.as_str(), w.max_body_bytes, w.max_age_sec),
+            ("/hooks", 262_144, 300)
+        );
+        let w: WebhooksConfig = serde_json::from_value(serde_json::json!({
+            "enabled": true,
+            "token": "t".repeat(32),
+            "hooks": [{"name": "gh", "algorithm": "sha512", "agentId": "ops", "sessionKey": "s"}],
+        }))
+        .unwrap();
+        assert_eq!(w.hooks[0].algorithm, HmacAlgorithm::Sha512);
+        assert!(
+            serde_json::from_value::<WebhooksConfig>(
+                serde_json::json!({"hooks": [{"name": "x", "algorithm": "md5"}]})
+            )
+            .is_err()
+        );
+    }
+}

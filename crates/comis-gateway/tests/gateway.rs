@@ -575,6 +575,9 @@ async fn metrics_need_admin() {
     let h = start(|_, _| {}).await;
     let r = http(h.addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(r.status, 401);
+    // `?token=` is for WebSocket clients only.
+    let r = http(h.addr, "GET", &format!("/metrics?token={ADMIN}"), &[], b"").await;
+    assert_eq!(r.status, 401);
     let bearer = format!("Bearer {RPC}");
     let r = http(
         h.addr,
@@ -599,7 +602,7 @@ async fn metrics_need_admin() {
     let text = r.text();
     assert!(text.contains("# TYPE comis_gateway_requests_total counter"));
     assert!(
-        text.contains("comis_gateway_auth_failures_total 2"),
+        text.contains("comis_gateway_auth_failures_total 3"),
         "{text}"
     );
     h.shutdown().await;
@@ -1591,5 +1594,30 @@ async fn cors_headers_only_for_configured_origins() {
     )
     .await;
     assert_eq!(r.header("access-control-allow-origin"), None);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed() {
+    let h = start(|c, _| c.header_read_timeout_ms = 300).await;
+    let mut conn = TcpStream::connect(h.addr).await.unwrap();
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Read the whole first response (keep-alive: the server leaves the socket open)...
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("\"startedAt\"") {
+        let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // ...then stay silent: the idle connection must not hold its slot forever.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, conn.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle keep-alive connection stayed open");
     h.shutdown().await;
 }
