@@ -5,6 +5,8 @@
 //! handshake; the verified leaf's CN becomes the caller's identity. A configuration that asks
 //! for client certificates without a CA is refused at start-up rather than running unverified.
 //!
+//! The server certificate and the CA must be inside their validity period at start-up.
+//!
 //! Not guaranteed: certificate revocation (no CRL/OCSP) or expiry warnings ahead of time.
 
 use std::sync::Arc;
@@ -26,6 +28,21 @@ fn load_certs(path: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, Ga
         return Err(GatewayError::Tls(format!(
             "gateway.tls.{what} '{path}': no certificate found"
         )));
+    }
+    // As in the original: an expired (or not yet valid) certificate or CA is fatal at start,
+    // not a surprise at the first handshake.
+    for cert in &certs {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| {
+            GatewayError::Tls(format!(
+                "gateway.tls.{what} '{path}': unparsable certificate: {e}"
+            ))
+        })?;
+        if !parsed.validity().is_valid() {
+            return Err(GatewayError::Tls(format!(
+                "gateway.tls.{what} '{path}': certificate '{}' is outside its validity period",
+                parsed.subject()
+            )));
+        }
     }
     Ok(certs)
 }

@@ -1542,7 +1542,7 @@ async fn http_try(addr: SocketAddr) -> Option<Resp> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_certificates_without_a_ca_are_refused_at_start_up() {
+async fn client_certs_without_a_ca_and_expired_certs_are_refused_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let ca = make_ca("ca");
     let (cert, key) = leaf(&ca, "gateway", &["localhost"], false);
@@ -1556,10 +1556,40 @@ async fn client_certificates_without_a_ca_are_refused_at_start_up() {
         require_client_cert: true,
     });
     let (tx, _rx) = mpsc::unbounded_channel();
+    let err = Gateway::bind(
+        c.clone(),
+        w.clone(),
+        Arc::new(EchoBackend { turns: tx.clone() }),
+        EventBus::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("caPath"), "{err}");
+
+    // An expired server certificate is refused at start, not at the first handshake.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = params.signed_by(&key, &ca.issuer).unwrap();
+    std::fs::write(dir.path().join("old.pem"), expired.pem()).unwrap();
+    std::fs::write(dir.path().join("old-key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    let mut c = c;
+    c.tls = Some(comis_gateway::TlsConfig {
+        cert_path: dir.path().join("old.pem").to_string_lossy().into_owned(),
+        key_path: dir
+            .path()
+            .join("old-key.pem")
+            .to_string_lossy()
+            .into_owned(),
+        ca_path: Some(dir.path().join("ca.pem").to_string_lossy().into_owned()),
+        require_client_cert: true,
+    });
     let err = Gateway::bind(c, w, Arc::new(EchoBackend { turns: tx }), EventBus::new())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("caPath"), "{err}");
+    assert!(err.to_string().contains("validity period"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
