@@ -239,6 +239,9 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, 
 
 pub(crate) use comis_store::time::{format_ms, now_ms};
 
+/// Upper bound for `gateway.maxConnections` (far above what one process can hold open).
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// A bound, not yet serving gateway. Bind first to learn the address (port 0 in tests).
 pub struct Gateway {
     listener: TcpListener,
@@ -273,10 +276,10 @@ impl Gateway {
             .iter()
             .map(|s| IpNet::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
-        if config.max_batch_size == 0 || config.max_connections == 0 {
-            return Err(GatewayError::Config(
-                "gateway.maxBatchSize and gateway.maxConnections must be at least 1".into(),
-            ));
+        if config.max_batch_size == 0 || !(1..=MAX_CONNECTIONS).contains(&config.max_connections) {
+            return Err(GatewayError::Config(format!(
+                "gateway.maxBatchSize must be at least 1 and gateway.maxConnections 1..={MAX_CONNECTIONS}"
+            )));
         }
         let hooks = build_hooks(&webhooks)?;
         let acceptor = match &config.tls {
@@ -368,7 +371,7 @@ impl Gateway {
             shutdown_tx,
             ..
         } = self;
-        let app = router(state.clone(), &WebhookPath(webhook_path(&state)));
+        let app = router(state.clone());
         let cap = state.config.max_connections;
         let permits = Arc::new(Semaphore::new(cap));
         tokio::pin!(shutdown);
@@ -419,20 +422,27 @@ pub async fn serve(
         .await
 }
 
-struct WebhookPath(Option<String>);
-
-fn webhook_path(state: &AppState) -> Option<String> {
-    state.webhook_prefix.clone()
-}
-
 fn build_hooks(webhooks: &WebhooksConfig) -> Result<HashMap<String, Hook>, GatewayError> {
     let mut hooks = HashMap::new();
     if !webhooks.enabled {
         return Ok(hooks);
     }
-    if !webhooks.path.starts_with('/') || webhooks.path.len() < 2 {
+    // Checked here because the router would refuse (panic on) a malformed or clashing route.
+    let trimmed = webhooks.path.trim_end_matches('/');
+    let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+    let well_formed = trimmed.starts_with('/')
+        && !segments.is_empty()
+        && segments.iter().all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let reserved = ["health", "metrics", "rpc", "ws", "v1"];
+    if !well_formed || segments.first().is_some_and(|s| reserved.contains(s)) {
         return Err(GatewayError::Config(format!(
-            "webhooks.path '{}' must start with '/' and name a prefix",
+            "webhooks.path '{}' must be '/' followed by segments of letters, digits, '-' or '_', \
+             and must not start with /health, /metrics, /rpc, /ws or /v1",
             webhooks.path
         )));
     }
@@ -565,7 +575,7 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn router(state: Arc<AppState>, hooks: &WebhookPath) -> Router {
+fn router(state: Arc<AppState>) -> Router {
     let mut r = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -574,7 +584,7 @@ fn router(state: Arc<AppState>, hooks: &WebhookPath) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model));
-    if let Some(prefix) = &hooks.0 {
+    if let Some(prefix) = &state.webhook_prefix {
         r = r.route(
             &format!("{}/{{name}}", prefix.trim_end_matches('/')),
             post(webhook_delivery),

@@ -706,6 +706,17 @@ async fn start_up_refuses_unsafe_configurations() {
     let err = bind(c, w2).await.unwrap_err();
     assert!(err.to_string().contains("no secret"), "{err}");
 
+    // Webhook prefixes the router could not take (or that would shadow a route).
+    for path in ["/v1", "/rpc/x", "hooks", "/", "/a/{b}", "/a//b", "/*x"] {
+        let (c, mut w2) = base_config();
+        w2.path = path.into();
+        let err = bind(c, w2).await.unwrap_err();
+        assert!(err.to_string().contains("webhooks.path"), "{path}: {err}");
+    }
+    let (mut c, _) = base_config();
+    c.max_connections = usize::MAX;
+    assert!(bind(c, w.clone()).await.is_err());
+
     let (mut c, _) = base_config();
     c.tls = Some(comis_gateway::TlsConfig {
         cert_path: "/nonexistent/cert.pem".into(),
