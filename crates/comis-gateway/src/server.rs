@@ -282,6 +282,16 @@ impl Gateway {
             )));
         }
         let hooks = build_hooks(&webhooks)?;
+        let agents = backend.agents();
+        for (name, hook) in &hooks {
+            if let Some(agent) = &hook.agent_id
+                && !agents.iter().any(|a| &a.id == agent)
+            {
+                return Err(GatewayError::Config(format!(
+                    "webhooks.hooks '{name}': unknown agent '{agent}'"
+                )));
+            }
+        }
         let acceptor = match &config.tls {
             Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
             None => None,

@@ -706,6 +706,11 @@ async fn start_up_refuses_unsafe_configurations() {
     let err = bind(c, w2).await.unwrap_err();
     assert!(err.to_string().contains("no secret"), "{err}");
 
+    let (c, mut w2) = base_config();
+    w2.hooks[0].agent_id = Some("ghost".into());
+    let err = bind(c, w2).await.unwrap_err();
+    assert!(err.to_string().contains("unknown agent 'ghost'"), "{err}");
+
     // Webhook prefixes the router could not take (or that would shadow a route).
     for path in ["/v1", "/rpc/x", "hooks", "/", "/a/{b}", "/a//b", "/*x"] {
         let (c, mut w2) = base_config();
