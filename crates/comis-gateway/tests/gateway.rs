@@ -92,6 +92,35 @@ impl Backend for EchoBackend {
         ]
     }
 
+    fn history(
+        &self,
+        query: comis_gateway::HistoryQuery,
+    ) -> BoxFuture<'_, Result<Value, BackendError>> {
+        Box::pin(async move { Ok(json!({"sessionKey": query.session_key, "limit": query.limit})) })
+    }
+
+    fn memory_search(
+        &self,
+        query: comis_gateway::MemoryQuery,
+    ) -> BoxFuture<'_, Result<Value, BackendError>> {
+        Box::pin(async move { Ok(json!({"query": query.query, "limit": query.limit})) })
+    }
+
+    fn resolve_approval(
+        &self,
+        r: comis_gateway::ApprovalResolution,
+    ) -> BoxFuture<'_, Result<Value, BackendError>> {
+        Box::pin(async move {
+            if r.id != "ap-1" {
+                return Err(BackendError::InvalidParams(format!(
+                    "no pending approval '{}'",
+                    r.id
+                )));
+            }
+            Ok(json!({"id": r.id, "approved": r.approved, "resolvedBy": r.resolved_by}))
+        })
+    }
+
     fn config(&self) -> Result<Value, BackendError> {
         Ok(
             json!({"providers": {"anthropic": {"apiKey": "sk-live-secret-value"}}, "logLevel": "info"}),
@@ -564,6 +593,71 @@ async fn agent_calls_reach_the_backend_with_the_caller_as_origin() {
     let v = rpc(h.addr, ADMIN, "gateway.status", json!({})).await;
     assert_eq!(v["result"]["gateway"]["address"], h.addr.to_string());
     assert_eq!(v["result"]["gateway"]["tls"], false);
+    // Limits are clamped before the backend sees them.
+    let v = rpc(
+        h.addr,
+        RPC,
+        "session.history",
+        json!({"sessionKey": "s1", "limit": 1_000_000}),
+    )
+    .await;
+    assert_eq!(v["result"]["limit"], 1000);
+    let v = rpc(h.addr, RPC, "session.history", json!({"sessionKey": "s1"})).await;
+    assert_eq!(v["result"]["limit"], 50);
+    let v = rpc(
+        h.addr,
+        RPC,
+        "memory.search",
+        json!({"query": "q", "limit": 0}),
+    )
+    .await;
+    assert_eq!(v["result"]["limit"], 1);
+    let v = rpc(
+        h.addr,
+        RPC,
+        "memory.search",
+        json!({"query": "q", "limit": -1}),
+    )
+    .await;
+    assert_eq!(error_code(&v), -32602);
+
+    // Approvals: the resolver is the authenticated caller, never a client-supplied name.
+    let v = rpc(
+        h.addr,
+        ADMIN,
+        "approvals.resolve",
+        json!({"id": "ap-1", "approved": true}),
+    )
+    .await;
+    assert_eq!(v["result"]["resolvedBy"], "token:admin");
+    let v = rpc(
+        h.addr,
+        ADMIN,
+        "approvals.resolve",
+        json!({"id": "ap-1", "approved": true, "resolvedBy": "ceo"}),
+    )
+    .await;
+    assert_eq!(error_code(&v), -32602);
+    let v = rpc(
+        h.addr,
+        ADMIN,
+        "approvals.resolve",
+        json!({"id": "ap-9", "approved": false}),
+    )
+    .await;
+    assert_eq!(error_code(&v), -32602);
+    let v = rpc(
+        h.addr,
+        RPC,
+        "approvals.resolve",
+        json!({"id": "ap-1", "approved": true}),
+    )
+    .await;
+    assert_eq!(
+        v["error"]["message"],
+        "Insufficient scope: requires 'admin'"
+    );
+
     // Methods this backend does not offer answer clearly.
     let v = rpc(h.addr, ADMIN, "audit.query", json!({"limit": 5})).await;
     assert_eq!(error_code(&v), -32601);
