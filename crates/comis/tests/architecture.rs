@@ -293,10 +293,26 @@ fn only_comis_net_has_an_http_client() {
             continue;
         }
         for dep in &deps {
+            if server_side_use_allowed(&name, dep, &manifest) {
+                continue;
+            }
             assert!(
                 !CLIENTS.contains(&dep.as_str()),
                 "{name} depends on {dep}: outbound HTTP goes through comis-net's GuardedClient"
             );
+        }
+        if name == "comis-gateway" {
+            for (path, text) in product_sources(&dir) {
+                let code = non_test_part(&path, &text);
+                for client_api in SERVER_CRATE_CLIENT_APIS {
+                    assert!(
+                        !code.contains(client_api),
+                        "{} uses {client_api}: the gateway is a server; outbound HTTP goes \
+                         through comis-net",
+                        path.display()
+                    );
+                }
+            }
         }
     }
     assert!(checked >= 3);
@@ -318,6 +334,31 @@ fn the_test_kit_is_only_ever_a_dev_dependency() {
             crate_name(&dir)
         );
     }
+}
+
+/// The gateway is an HTTP *server*: it drives hyper's server connection itself (for the
+/// connection cap, header-read timeout and per-connection TLS identity) and accepts TLS with
+/// tokio-rustls. It may name those crates, with no `client` feature, and its sources may not
+/// touch their client halves.
+const SERVER_CRATES: &[(&str, &[&str])] =
+    &[("comis-gateway", &["hyper", "hyper-util", "tokio-rustls"])];
+const SERVER_CRATE_CLIENT_APIS: [&str; 5] = [
+    "TlsConnector",
+    "hyper::client",
+    "hyper_util::client",
+    "client::conn",
+    "ClientConfig",
+];
+
+fn server_side_use_allowed(name: &str, dep: &str, manifest: &str) -> bool {
+    let listed = SERVER_CRATES
+        .iter()
+        .any(|(n, deps)| *n == name && deps.contains(&dep));
+    let line = manifest.lines().find(|l| {
+        l.trim_start().starts_with(&format!("{dep} "))
+            || l.trim_start().starts_with(&format!("{dep}."))
+    });
+    listed && line.is_some_and(|l| !l.contains("client"))
 }
 
 /// `tests.rs` files are exempt from the product rules above, so each must really be test-only:
