@@ -124,6 +124,7 @@ pub struct ScriptedProvider {
     script: Script,
     cursor: Mutex<usize>,
     calls: AtomicU64,
+    last: Mutex<Option<ChatRequest>>,
 }
 
 impl ScriptedProvider {
@@ -133,6 +134,7 @@ impl ScriptedProvider {
             script,
             cursor: Mutex::new(0),
             calls: AtomicU64::new(0),
+            last: Mutex::new(None),
         }
     }
 
@@ -182,6 +184,12 @@ impl ScriptedProvider {
     /// How many times `complete` was called (tests assert that a refused turn made none).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The last request received (what the model was shown: system prompt, history, tool
+    /// results, tool schemas), for tests and the demo.
+    pub fn last_request(&self) -> Option<ChatRequest> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn next_step(&self, last: Option<(&str, bool)>) -> Option<ScriptStep> {
@@ -236,6 +244,7 @@ impl Provider for ScriptedProvider {
     ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(request.clone());
             let step = self.next_step(last_tool_result(request));
             let mut content = Vec::new();
             match &step {
