@@ -550,6 +550,6 @@ fn bounded_params(args: &Value) -> Value {
 }
 
 fn summarize(action: &str, args: &Value) -> String {
-    let line = format!("{action} {args}");
-    comis_guard::unicode::display_safe(&line, SUMMARY_CHARS)
+    let args: String = args.to_string().chars().take(SUMMARY_CHARS + 1).collect();
+    comis_guard::unicode::display_safe(&format!("{action} {args}"), SUMMARY_CHARS)
 }
