@@ -119,7 +119,7 @@ pub fn system_prompt(p: &PromptParts<'_>) -> String {
 }
 
 /// Longest query text sent to the memory search: recall needs the gist, not a whole document.
-const RECALL_QUERY_CHARS: usize = 512;
+const RECALL_QUERY_CHARS: usize = 200;
 /// Memories recalled per turn.
 pub const RECALL_LIMIT: usize = 5;
 /// Longest recalled memory put into the prompt.
