@@ -181,6 +181,28 @@ impl ScriptedProvider {
         ScriptedProvider::from_json(id, &text)
     }
 
+    /// The provider for `providers.entries.<id>`: only an entry whose `type` is `scripted` and
+    /// that names a `script` file gives one (never a fallback for another type).
+    ///
+    /// # Errors
+    /// [`AgentError::Config`] for another type, a missing `script`, or an unreadable script.
+    pub fn from_entry(
+        id: &str,
+        entry: &crate::config::ProviderEntry,
+    ) -> Result<ScriptedProvider, AgentError> {
+        if entry.kind != "scripted" {
+            return Err(AgentError::Config {
+                key: format!("providers.entries.{id}.type"),
+                reason: format!("{:?} is not a scripted provider", entry.kind),
+            });
+        }
+        let path = entry.script.as_deref().ok_or_else(|| AgentError::Config {
+            key: format!("providers.entries.{id}.script"),
+            reason: "a scripted provider needs a script file".into(),
+        })?;
+        ScriptedProvider::from_file(id, Path::new(path))
+    }
+
     /// How many times `complete` was called (tests assert that a refused turn made none).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
