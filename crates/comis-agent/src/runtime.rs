@@ -171,6 +171,7 @@ pub struct RuntimeBuilder {
     providers: BTreeMap<String, Arc<dyn Provider>>,
     providers_config: ProvidersConfig,
     secrets: Option<Arc<SecretManager>>,
+    known_secrets: Vec<String>,
     tools: Vec<Arc<dyn Tool>>,
     services: Arc<dyn Services>,
     sandbox: Option<Arc<comis_sandbox::Sandbox>>,
@@ -229,11 +230,20 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The daemon's secrets: every value (8+ characters) is registered with every agent's
-    /// output guard, and each agent gets a [`ScopedSecretManager`] over its allow list.
+    /// The daemon's secrets. Each agent gets a [`ScopedSecretManager`] over its
+    /// `secrets.allow` list, and the values it allows (8+ characters) are registered with its
+    /// output guard.
     #[must_use]
     pub fn secrets(mut self, secrets: SecretManager) -> Self {
         self.secrets = Some(Arc::new(secrets));
+        self
+    }
+
+    /// Secret names whose values no agent's reply may contain, whatever its allow list (the
+    /// gateway token, channel bot tokens, other agents' provider keys).
+    #[must_use]
+    pub fn known_secrets(mut self, names: Vec<String>) -> Self {
+        self.known_secrets = names;
         self
     }
 
@@ -348,13 +358,17 @@ impl RuntimeBuilder {
             let mut output = OutputGuard::new()?;
             let mut scoped = None;
             if let Some(secrets) = &self.secrets {
-                for name in secrets.keys() {
-                    if let Some(value) = secrets.get(&name) {
-                        // Too short to match safely is skipped by the guard itself.
-                        output.register_secret(value.expose_secret())?;
-                    }
-                }
                 let allow = SecretAllowlist::new(&config.secrets.allow)?;
+                // The values this agent can reach, plus the daemon-wide ones named by the
+                // operator. Not every name in the manager: it may hold the whole environment,
+                // and redacting `$HOME` or `$USER` from every reply would be noise.
+                let values: Vec<comis_secrets::SecretString> = secrets
+                    .keys()
+                    .into_iter()
+                    .filter(|name| allow.allows(name) || self.known_secrets.contains(name))
+                    .filter_map(|name| secrets.get(&name))
+                    .collect();
+                output.register_secrets(values.iter().map(|v| v.expose_secret()))?;
                 let bus = self.events.clone();
                 let observer = move |e: &comis_secrets::SecretAccessEvent| {
                     let outcome = match e.outcome {
@@ -530,6 +544,7 @@ impl Runtime {
             providers: BTreeMap::new(),
             providers_config: ProvidersConfig::default(),
             secrets: None,
+            known_secrets: Vec::new(),
             tools: Vec::new(),
             services: Arc::new(NoServices),
             sandbox: None,
@@ -749,6 +764,7 @@ impl Runtime {
         let text = strip_invisible(raw).into_owned();
         let scan = self.input_guard.scan(raw);
         let mut reinforce = false;
+        let key = format!("{}:{}", turn.channel, turn.sender);
         if scan.action != InputVerdict::Pass {
             let blocked = scan.action == InputVerdict::Block;
             let patterns: Vec<String> = scan.findings.iter().map(|f| f.name.to_string()).collect();
@@ -769,7 +785,6 @@ impl Runtime {
                 .with("sessionKey", turn.session.as_str()),
             );
             reinforce = true;
-            let key = format!("{}:{}", turn.channel, turn.sender);
             let decision = self
                 .rate_limiter
                 .lock()
@@ -795,6 +810,15 @@ impl Runtime {
                 self.record(turn, StoreRole::User, &text)?;
                 return self.finish(turn, INPUT_BLOCKED_TEXT, Some(Stopped::InputBlocked));
             }
+        }
+        if !reinforce {
+            // A sender who keeps probing gets the reinforcement on every message for a while.
+            let level = self
+                .rate_limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .level(&key, Instant::now());
+            reinforce = level != RateLevel::None;
         }
         let user = self.record(turn, StoreRole::User, &text)?;
 

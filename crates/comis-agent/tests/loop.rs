@@ -153,6 +153,9 @@ fn env_with(
             AgentConfig {
                 provider: "scripted".into(),
                 model: "script".into(),
+                secrets: comis_agent::config::AgentSecretsConfig {
+                    allow: vec!["SERVICE_*".into()],
+                },
                 ..agent
             },
         )
@@ -489,7 +492,7 @@ async fn unknown_tool_and_bad_arguments_are_error_results_and_the_loop_goes_on()
 async fn reply_echoing_a_secret_or_the_canary_is_redacted_and_audited() {
     let canary = canary_key().token_for("alice:gateway:s1").render();
     let e = env(vec![
-        ScriptStep::text(format!("The token is {SECRET}.")),
+        ScriptStep::text(format!("The token is {SECRET}. Home is /home/somebody.")),
         ScriptStep::text(format!("My marker is {canary}")),
     ]);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -500,6 +503,7 @@ async fn reply_echoing_a_secret_or_the_canary_is_redacted_and_audited() {
         .unwrap();
     assert!(!reply.text.contains(SECRET), "{}", reply.text);
     assert!(reply.text.contains("[REDACTED:known_secret]"));
+    assert!(reply.text.contains("/home/somebody"), "{}", reply.text);
     while let Ok(ev) = rx.try_recv() {
         if let TurnEvent::Text { text } = ev {
             assert!(!text.contains(SECRET));
@@ -938,6 +942,8 @@ async fn text_a_message_tool_sends_passes_the_output_guard() {
             "SERVICE_TOKEN".to_owned(),
             SecretString::from(SECRET),
         )]))
+        // Not in alice's allow list, but named daemon-wide.
+        .known_secrets(vec!["SERVICE_TOKEN".into()])
         .tool(send.clone())
         .build()
         .unwrap();
