@@ -22,9 +22,10 @@ use crate::message::{ChatRequest, ContentBlock};
 
 const HOUR: Duration = Duration::from_secs(3_600);
 const DAY: Duration = Duration::from_secs(86_400);
-/// Ledger entries kept at most; older ones are merged so memory stays bounded whatever the call
-/// rate.
-const MAX_LEDGER: usize = 16_384;
+/// Usage is kept in one-minute buckets: at most 1,440 per day whatever the call rate, so a check
+/// costs the same for an idle agent and for a busy one. A bucket counts toward the hour until
+/// its start is an hour old (up to a minute longer than exact: errs toward refusing).
+const BUCKET: Duration = Duration::from_secs(60);
 
 /// The prompt size of `req` in estimated tokens: `ceil(chars / 4)`.
 pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
@@ -163,14 +164,12 @@ impl BudgetGuard {
         let now = Instant::now();
         let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
         prune(&mut ledger, now);
-        if ledger.len() >= MAX_LEDGER
-            && let Some((_, oldest)) = ledger.pop_front()
-            && let Some(next) = ledger.front_mut()
-        {
-            // Merged into the next-oldest entry: counted a little longer, never forgotten early.
-            next.1 = next.1.saturating_add(oldest);
+        match ledger.back_mut() {
+            Some((start, sum)) if now.saturating_duration_since(*start) < BUCKET => {
+                *sum = sum.saturating_add(tokens);
+            }
+            _ => ledger.push_back((now, tokens)),
         }
-        ledger.push_back((now, tokens));
     }
 }
 

@@ -1142,11 +1142,7 @@ impl Runtime {
                 action: action.to_owned(),
             },
         );
-        self.record(
-            turn,
-            StoreRole::Tool,
-            &format!("call {action} {}", bounded(&args.to_string(), 4_096)),
-        )?;
+        let call = format!("call {action} {}", bounded(&args.to_string(), 4_096));
         let ctx = ToolContext {
             agent_id: agent.id.clone(),
             trace_id: turn.trace.clone(),
@@ -1219,11 +1215,12 @@ impl Runtime {
                 (clean.text, true)
             }
         };
+        // One record per call: the call and what came of it (one write instead of two).
         self.record(
             turn,
             StoreRole::Tool,
             &format!(
-                "{} {action}: {}",
+                "{call}\n{}: {}",
                 if is_error { "error" } else { "result" },
                 bounded(&content, 16_384)
             ),
