@@ -765,6 +765,10 @@ fn scripted_provider_rejects_malformed_scripts() {
     assert!(ScriptedProvider::from_entry("demo", &entry).is_err());
     entry.script = Some(dir.path().join("missing.json").display().to_string());
     assert!(ScriptedProvider::from_entry("demo", &entry).is_err());
+    // The demo's script parses.
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/scripted/injected-agent.json");
+    assert!(ScriptedProvider::from_file("demo", &demo).is_ok());
     let ok = ScriptedProvider::from_json(
         "s",
         r#"{"steps": [{"toolCalls": [{"name": "web_fetch", "args": {"url": "x"}}]}, {"text": "hi"}]}"#,
@@ -950,4 +954,29 @@ async fn text_a_message_tool_sends_passes_the_output_guard() {
     assert_eq!(sent.len(), 1);
     assert!(!sent[0].contains(SECRET), "{}", sent[0]);
     assert_eq!(audit_count(&store, "output:redacted"), 1);
+}
+
+#[tokio::test]
+async fn the_demo_script_is_contained() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/scripted/injected-agent.json");
+    let script = std::fs::read_to_string(demo).unwrap();
+    let script: Script = serde_json::from_str(&script).unwrap();
+    let e = env_with(
+        script,
+        AgentConfig::default(),
+        short_approvals(),
+        InputGuardConfig::default(),
+    );
+    let reply = e
+        .runtime
+        .execute(request("What is the weather today?"), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "Done. The weather is sunny.");
+    assert_eq!(reply.stopped, None);
+    // The steered exec waited and was denied; the tools this registry lacks were refused.
+    assert_eq!(e.exec.ran.load(Ordering::SeqCst), 0);
+    assert_eq!(audit_count(&e.store, "approval:requested"), 1);
+    assert_eq!(audit_count(&e.store, "tool:blocked"), 4);
 }
