@@ -15,7 +15,9 @@
 //! - **Identical parallel requests join one pending entry** and get the same answer.
 //! - **Persisted.** Every request is a row in the store (audited there as `approval:requested`
 //!   / `approval:resolved` in the same transaction; the bus gets a broadcast copy); the store's
-//!   answer is authoritative, so a late approval cannot flip a timeout.
+//!   answer is authoritative, so a late approval cannot flip a timeout. A waiting request also
+//!   notices a resolution written by another process (`comis approvals approve` on the database)
+//!   within half a second.
 //! - **Signed chat buttons.** [`ApprovalGate::sign_callback`] makes callback data
 //!   `<id>:<a|d>:<expires unix s>:<tag>` (≤ 64 bytes, Telegram's limit), the tag being the first
 //!   12 bytes of HMAC-SHA256 under the gate's key, compared in constant time.
@@ -55,6 +57,8 @@ pub const BY_CACHED_DENIAL: &str = "system:cached-denial";
 const TAG_BYTES: usize = 12;
 const CALLBACK_CONTEXT: &[u8] = b"comis-approval-callback:v1:";
 const SUMMARY_CHARS: usize = 200;
+/// How often a waiting request checks the store for a resolution made by another process.
+const POLL: Duration = Duration::from_millis(500);
 
 /// A request waiting for an operator.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -237,18 +241,7 @@ impl ApprovalGate {
                 summary,
             });
         }
-        let waited = tokio::time::timeout_at(
-            tokio::time::Instant::from_std(deadline),
-            rx.wait_for(Option::is_some),
-        )
-        .await;
-        let resolution = match waited {
-            Ok(Ok(r)) => r.clone().unwrap_or_else(|| deny(BY_ERROR, Some(&id))),
-            // Timed out, or the entry vanished: settle it (idempotent) and take the store's word.
-            _ => self
-                .finish(&id, Decision::Deny, BY_TIMEOUT, Some("timed out"))
-                .unwrap_or_else(|_| deny(BY_ERROR, Some(&id))),
-        };
+        let resolution = self.wait(&id, deadline, &mut rx).await;
         if let Some(live) = live {
             let _ = live.send(TurnEvent::ApprovalResolved {
                 id,
@@ -256,6 +249,44 @@ impl ApprovalGate {
             });
         }
         resolution
+    }
+
+    /// Waits for the answer: from this process (a watch notification) or from another one that
+    /// resolved the row directly (`comis approvals approve` on the database; polled every
+    /// [`POLL`]), until `deadline`, when the request is denied by `system:timeout`.
+    async fn wait(
+        &self,
+        id: &str,
+        deadline: Instant,
+        rx: &mut watch::Receiver<Option<Resolution>>,
+    ) -> Resolution {
+        loop {
+            let slice = deadline.min(Instant::now() + POLL);
+            let waited = tokio::time::timeout_at(
+                tokio::time::Instant::from_std(slice),
+                rx.wait_for(Option::is_some),
+            )
+            .await;
+            match waited {
+                Ok(Ok(r)) => return r.clone().unwrap_or_else(|| deny(BY_ERROR, Some(id))),
+                // Sender gone without an answer: settle below.
+                Ok(Err(_)) => break,
+                Err(_) if Instant::now() >= deadline => break,
+                Err(_) => {
+                    let resolved_elsewhere = ApprovalId::new(id)
+                        .ok()
+                        .and_then(|aid| self.inner.store.get_approval(&aid).ok().flatten())
+                        .is_some_and(|a| a.status != ApprovalStatus::Pending);
+                    if resolved_elsewhere {
+                        break;
+                    }
+                }
+            }
+        }
+        // Idempotent: a row already resolved (elsewhere, or just now) comes back as it is, and
+        // every waiter and the caches learn the store's answer.
+        self.finish(id, Decision::Deny, BY_TIMEOUT, Some("timed out"))
+            .unwrap_or_else(|_| deny(BY_ERROR, Some(id)))
     }
 
     fn start(&self, req: &ApprovalRequest<'_>, key: CacheKey) -> Start {

@@ -212,3 +212,25 @@ fn callback_data_is_signed_bounded_and_expires() {
         assert!(g.verify_callback_at(junk, 0).is_err(), "{junk:?}");
     }
 }
+
+#[tokio::test]
+async fn a_resolution_written_by_another_process_is_noticed() {
+    let (_d, store, g) = gate(60_000);
+    let args = json!({"command": "x"});
+    let g1 = g.clone();
+    let t = tokio::spawn(async move { g1.request(req(&args), None).await });
+    let p = wait_pending(&g, 1).await;
+    // The CLI resolves the row directly, not through this gate.
+    store
+        .resolve_approval(
+            &comis_store::ApprovalId::new(&p[0].id).unwrap(),
+            comis_store::Decision::Approve,
+            "cli:alice",
+            None,
+        )
+        .unwrap();
+    let r = t.await.unwrap();
+    assert!(r.approved);
+    assert_eq!(r.by, "cli:alice");
+    assert!(g.pending().is_empty());
+}
