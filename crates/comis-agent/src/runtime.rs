@@ -1,7 +1,34 @@
-//! The runtime's public face: what the gateway, the channels and the CLI call.
+//! The runtime's public face and the loop behind it: what the gateway, the channels and the CLI
+//! call.
 //!
-//! CONTRACT (lead, start of issue 7): the shapes below are what other crates code against. The
-//! loop behind them is built in this crate; gateway and channels must not reach past them.
+//! CONTRACT (lead, start of issue 7): [`TurnRequest`], [`TurnReply`], [`TurnEvent`], [`Origin`]
+//! and [`Stopped`] are what other crates code against; gateway and channels must not reach past
+//! them and [`Runtime`].
+//!
+//! What one [`Runtime::execute`] guarantees, in order:
+//! 1. **Arrival.** `validate_input` (over 100,000 characters, NUL, whitespace ratio, repetition)
+//!    refuses with [`INPUT_BLOCKED_TEXT`]; invisible characters are stripped before the model sees
+//!    the text; the input guard's `block` refuses, `reinforce`/`warn` add the safety
+//!    reinforcement; the per-sender rate limiter escalates. A refused input never reaches a
+//!    provider ([`Stopped::InputBlocked`]).
+//! 2. **Context.** Safety core by capability class, the session's canary, trust-filtered memory,
+//!    tool schemas filtered by the agent's tool policy, a history window; every message of the
+//!    turn is written to the transcript (a transcript that cannot be written fails the turn).
+//! 3. **Budget.** Before every provider call: the context-window guard (warn 80 %, block 95 %) and
+//!    the per-execution / hourly / daily budget with the request's estimate
+//!    ([`crate::budget`]); a refused call never reaches the provider ([`Stopped::BudgetExceeded`]).
+//!    `maxSteps` bounds tool calls per message ([`Stopped::StepLimit`]).
+//! 4. **Act.** Unknown tool, policy refusal, invalid arguments: an error result to the model and
+//!    a `tool:blocked` event, never a crash. Destructive and unknown actions wait for the
+//!    approval gate; nothing in the arguments counts as approval. Results go through the tool
+//!    output sanitizer and, when external, the content wrapper.
+//! 5. **Respond.** Every assistant text, every text a `message.*` tool sends and every refusal
+//!    passes the output guard (the agent's reachable secret values and the canary registered)
+//!    before it is stored, streamed on `live` or returned.
+//!
+//! What it does not: stream raw provider deltas (text is emitted per finished, guarded message),
+//! retry a failed provider (the provider does; then the fallback answer), or break circuits
+//! (the breaker plugs in at `Runtime::call_provider`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -120,7 +147,7 @@ pub const CIRCUIT_OPEN_TEXT: &str =
     "The model is temporarily unavailable (circuit open). Please try again later.";
 
 /// Why a provider call did not produce an answer. The circuit breaker (src/breaker.rs) plugs in
-/// at [`Runtime::call_provider`] and answers `CircuitOpen` without calling the provider.
+/// at `Runtime::call_provider` and answers `CircuitOpen` without calling the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallFailure {
     Provider(ProviderError),
