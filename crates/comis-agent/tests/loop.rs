@@ -980,3 +980,44 @@ async fn the_demo_script_is_contained() {
     assert_eq!(audit_count(&e.store, "approval:requested"), 1);
     assert_eq!(audit_count(&e.store, "tool:blocked"), 4);
 }
+
+#[tokio::test]
+async fn hostile_tool_calls_are_bounded() {
+    let e = env_with(
+        Script {
+            steps: vec![
+                // A 100,000-character tool name with control characters.
+                ScriptStep::call(format!("{}\n\u{202E}", "x".repeat(100_000)), json!({})),
+                // A tool result far over the per-result cap.
+                ScriptStep::call("file_read", json!({"path": "y".repeat(20_000)})),
+                ScriptStep::text("still here"),
+            ],
+            repeat: false,
+        },
+        AgentConfig {
+            max_tool_result_chars: 1_000,
+            ..AgentConfig::default()
+        },
+        short_approvals(),
+        InputGuardConfig::default(),
+    );
+    let reply = e.runtime.execute(request("go"), None).await.unwrap();
+    assert_eq!(reply.text, "still here");
+    let results = last_tool_results(&e.provider);
+    assert!(
+        results[0].0.chars().count() < 1_100,
+        "{}",
+        results[0].0.len()
+    );
+    assert!(results[0].0.contains("[Content truncated"));
+    let blocked = e
+        .store
+        .audit_search(&AuditFilter {
+            kind: Some("tool:blocked".into()),
+            ..AuditFilter::default()
+        })
+        .unwrap();
+    assert_eq!(blocked.len(), 1);
+    assert!(blocked[0].metadata.len() < 1_000);
+    assert!(!blocked[0].metadata.contains('\u{202E}'));
+}
