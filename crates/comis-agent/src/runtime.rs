@@ -1035,7 +1035,7 @@ impl Runtime {
         let mut out: Vec<ToolSchema> = self
             .tools
             .iter()
-            .filter(|(wire, _)| agent.policy.is_allowed(wire).allowed)
+            .filter(|(wire, _)| policy_allows(&agent.policy, wire))
             .map(|(wire, tool)| ToolSchema {
                 name: wire.clone(),
                 description: tool.description().to_owned(),
@@ -1104,7 +1104,7 @@ impl Runtime {
             );
         };
         let action = tool.action();
-        if !agent.policy.is_allowed(wire).allowed {
+        if !policy_allows(&agent.policy, wire) {
             return self.blocked(
                 turn,
                 action,
@@ -1274,6 +1274,41 @@ impl Runtime {
             _ => {}
         }
     }
+}
+
+/// The original's tool names, which the policy profiles and groups use (`coding` grants `read`,
+/// `write`, `exec`, …), for this crate's tools. A wire name the table lacks is judged by itself.
+const POLICY_ALIASES: &[(&str, &str)] = &[
+    ("file_read", "read"),
+    ("file_write", "write"),
+    ("file_edit", "edit"),
+    ("file_list", "ls"),
+    ("system_exec", "exec"),
+    ("message_send", "message"),
+    ("agents_spawn", "sessions_spawn"),
+    ("memory_clear", "memory_manage"),
+    ("tokens_revoke", "tokens_manage"),
+    ("agents_delete", "agents_manage"),
+    ("channels_list", "channels_manage"),
+];
+
+/// Whether the tool policy grants `wire`, by its wire name or its original name. Deny wins: a
+/// deny entry naming either refuses it.
+pub fn policy_allows(policy: &ToolPolicy, wire: &str) -> bool {
+    use comis_guard::policy::PolicyReason;
+    let alias = POLICY_ALIASES
+        .iter()
+        .find(|(w, _)| *w == wire)
+        .map(|(_, a)| *a);
+    let mut allowed = false;
+    for name in std::iter::once(wire).chain(alias) {
+        let d = policy.is_allowed(name);
+        if matches!(d.reason, PolicyReason::ExplicitDeny { .. }) {
+            return false;
+        }
+        allowed |= d.allowed;
+    }
+    allowed
 }
 
 fn send_live(turn: &Turn<'_>, event: TurnEvent) {

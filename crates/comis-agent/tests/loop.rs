@@ -1021,3 +1021,39 @@ async fn hostile_tool_calls_are_bounded() {
     assert!(blocked[0].metadata.len() < 1_000);
     assert!(!blocked[0].metadata.contains('\u{202E}'));
 }
+
+#[test]
+fn policy_profiles_name_tools_by_their_original_names() {
+    use comis_agent::runtime::policy_allows;
+    use comis_guard::policy::ToolPolicy;
+    let none: [&str; 0] = [];
+    let coding = ToolPolicy::new("coding", &none, &none).unwrap();
+    for t in [
+        "file_read",
+        "file_write",
+        "file_edit",
+        "file_list",
+        "system_exec",
+    ] {
+        assert!(policy_allows(&coding, t), "{t}");
+    }
+    for t in [
+        "web_fetch",
+        "message_send",
+        "agents_delete",
+        "file_delete",
+        "nope",
+    ] {
+        assert!(!policy_allows(&coding, t), "{t}");
+    }
+    // Deny wins, by either name.
+    let p = ToolPolicy::new("coding", &none, &["exec"]).unwrap();
+    assert!(!policy_allows(&p, "system_exec"));
+    let p = ToolPolicy::new("full", &none, &["system_exec"]).unwrap();
+    assert!(!policy_allows(&p, "system_exec"));
+    assert!(policy_allows(&p, "file_read"));
+    // An unknown profile grants nothing but its allow list.
+    let p = ToolPolicy::new("no-such-profile", &["web_fetch"], &none).unwrap();
+    assert!(policy_allows(&p, "web_fetch"));
+    assert!(!policy_allows(&p, "file_read"));
+}
