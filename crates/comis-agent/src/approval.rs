@@ -506,6 +506,17 @@ impl ApprovalGate {
         format!("{body}:{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
+    /// A chat-button press: verifies `data` and resolves the request it names on behalf of `by`
+    /// (`chat:<sender>`).
+    ///
+    /// # Errors
+    /// [`AgentError::Callback`] for malformed, forged or expired data; as
+    /// [`ApprovalGate::resolve`] otherwise.
+    pub fn resolve_callback(&self, data: &str, by: &str) -> Result<Resolution, AgentError> {
+        let action = self.verify_callback(data)?;
+        self.resolve(&action.id, action.approve, by)
+    }
+
     /// Checks callback data now.
     ///
     /// # Errors

@@ -234,3 +234,22 @@ async fn a_resolution_written_by_another_process_is_noticed() {
     assert_eq!(r.by, "cli:alice");
     assert!(g.pending().is_empty());
 }
+
+#[tokio::test]
+async fn a_signed_button_resolves_and_a_forged_one_does_not() {
+    let (_d, _s, g) = gate(60_000);
+    let args = json!({"command": "x"});
+    let g1 = g.clone();
+    let t = tokio::spawn(async move { g1.request(req(&args), None).await });
+    let p = wait_pending(&g, 1).await;
+    let far = comis_store::time::now_ms() / 1000 + 600;
+    let approve = g.sign_callback(&p[0].id, true, far);
+    let forged = approve.replacen(":a:", ":d:", 1);
+    assert!(g.resolve_callback(&forged, "chat:mallory").is_err());
+    assert_eq!(g.pending().len(), 1);
+    let r = g.resolve_callback(&approve, "chat:42").unwrap();
+    assert!(r.approved);
+    let got = t.await.unwrap();
+    assert!(got.approved);
+    assert_eq!(got.by, "chat:42");
+}
