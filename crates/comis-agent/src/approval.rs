@@ -110,6 +110,7 @@ type CacheKey = (String, String, [u8; 32]);
 struct Pending {
     key: CacheKey,
     info: PendingApproval,
+    trace_id: String,
     deadline: Instant,
     tx: watch::Sender<Option<Resolution>>,
 }
@@ -354,6 +355,7 @@ impl ApprovalGate {
             Pending {
                 key,
                 info: info.clone(),
+                trace_id: req.trace_id.to_owned(),
                 deadline,
                 tx,
             },
@@ -451,6 +453,7 @@ impl ApprovalGate {
                     },
                 )
                 .agent(&p.info.agent_id)
+                .trace(&p.trace_id)
                 .with("approval_id", id)
                 .with("action", p.info.action.as_str())
                 .with("approved", resolution.approved)
