@@ -330,3 +330,84 @@ impl Provider for ScriptedProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn request_with_result(content: &str, is_error: bool) -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            system: String::new(),
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: vec![ContentBlock::ToolResult {
+                    tool_use_id: "c".into(),
+                    content: content.into(),
+                    is_error,
+                }],
+            }],
+            tools: Vec::new(),
+            max_tokens: 10,
+        }
+    }
+
+    async fn text_of(p: &ScriptedProvider, req: &ChatRequest) -> String {
+        let sink = |_d: StreamDelta| {};
+        p.complete(req, &sink).await.unwrap().message.text()
+    }
+
+    #[tokio::test]
+    async fn conditions_skip_steps_and_scripts_end_or_repeat() {
+        let p = ScriptedProvider::from_json(
+            "s",
+            r#"{"steps": [
+                {"whenResultIsError": true, "text": "saw error"},
+                {"whenResultContains": "page", "text": "saw page"},
+                {"text": "plain"}
+            ]}"#,
+        )
+        .unwrap();
+        // Not an error: the first step is skipped, the second matches.
+        assert_eq!(
+            text_of(&p, &request_with_result("a page", false)).await,
+            "saw page"
+        );
+        assert_eq!(text_of(&p, &request_with_result("x", false)).await, "plain");
+        assert_eq!(
+            text_of(&p, &request_with_result("x", true)).await,
+            SCRIPT_FINISHED
+        );
+        assert_eq!(p.calls(), 3);
+
+        let r = ScriptedProvider::new(
+            "r",
+            Script {
+                steps: vec![ScriptStep::call("t", json!({"a": 1}))],
+                repeat: true,
+            },
+        );
+        for _ in 0..3 {
+            let sink = |_d: StreamDelta| {};
+            let resp = r
+                .complete(&request_with_result("x", false), &sink)
+                .await
+                .unwrap();
+            assert_eq!(resp.stop_reason, StopReason::ToolUse);
+        }
+        // A repeating script whose conditions never hold ends instead of spinning.
+        let never = ScriptedProvider::new(
+            "n",
+            Script {
+                steps: vec![ScriptStep::text("x").when_result_contains("never")],
+                repeat: true,
+            },
+        );
+        assert_eq!(
+            text_of(&never, &request_with_result("y", false)).await,
+            SCRIPT_FINISHED
+        );
+    }
+}
