@@ -27,6 +27,9 @@ pub enum AgentError {
     /// Outbound network failed or was refused.
     #[error(transparent)]
     Net(#[from] comis_net::NetError),
+    /// Chat-button callback data that is malformed, forged or expired.
+    #[error("approval callback refused: {0}")]
+    Callback(&'static str),
     /// The runtime is shutting down.
     #[error("shutting down")]
     ShuttingDown,

@@ -232,6 +232,13 @@ impl EventBus {
         audit_id
     }
 
+    /// Broadcasts an event that another component already recorded durably (the store audits
+    /// approval and memory-write decisions in the same transaction as the change), so the audit
+    /// log does not get it twice.
+    pub fn publish_recorded(&self, event: Event, audit_id: Option<i64>) {
+        let _ = self.live.send(Emitted { event, audit_id });
+    }
+
     /// A live feed of every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Emitted> {
         self.live.subscribe()

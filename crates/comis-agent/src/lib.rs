@@ -15,8 +15,11 @@
 //! What it does not: judge whether an allowed, approved action was wise.
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod breaker;
+pub mod budget;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod event;
 pub mod message;

@@ -5,6 +5,8 @@
 //! 5xx, connection failures before any byte of the answer); a clear [`ProviderError`] for the
 //! rest. Circuit breaking and budgets are the caller's job, not the provider's.
 
+pub mod scripted;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
