@@ -7,7 +7,7 @@ mod daemon;
 mod doctor;
 mod fetch;
 mod guard;
-mod init;
+pub(crate) mod init;
 mod items;
 mod memory;
 mod relay;

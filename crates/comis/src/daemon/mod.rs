@@ -11,8 +11,10 @@
 //! writing its pid, the pid file may still name a crashed predecessor; `stop` in that instant
 //! would signal that stale pid.
 
+pub mod backend;
 pub mod logging;
 pub mod run;
+pub mod wiring;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;

@@ -22,6 +22,7 @@ use comis_agent::event::{AuditSink, Event, EventBus, EventKind, Outcome};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use super::wiring;
 use super::{DaemonState, InstanceLock, PID_FILE, STATE_FILE, logging, now};
 use crate::cli::CliError;
 use crate::config::load::{self, Loaded};
@@ -52,33 +53,117 @@ pub struct DaemonContext {
 pub struct Services {
     /// What `comis daemon status` shows as the gateway address ("" when none is listening).
     pub gateway_addr: String,
-    /// Tasks to abort at shutdown (after their own graceful stop, if they have one).
+    /// Tasks to abort at shutdown (the gateway first, after its graceful stop).
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub runtime: Option<Arc<comis_agent::runtime::Runtime>>,
+    /// Tells the gateway to stop accepting and drain.
+    pub stop: Option<watch::Sender<bool>>,
 }
 
-/// Starts the agent runtime, the gateway and the channels.
+/// Starts the agent runtime, the gateway and the channels (see [`super::wiring`]).
 ///
-/// ===== LEAD: WIRING POINT =====
-/// 1. Build the agent runtime from `ctx.config.borrow().agents/providers/approvals`, the store
-///    and `ctx.bus` (comis_agent).
-/// 2. Start the gateway (comis_gateway) on `gateway.host:gateway.port` serving `/health`; put
-///    its bound address in `Services::gateway_addr` and its task in `Services::tasks`.
-/// 3. Start the enabled channels (comis_channels) with the runtime.
-///
-/// Readiness (`daemon start` returns, the state file appears) waits for this function, so a
-/// bound gateway listener here makes "ready" mean "/health answers".
-pub async fn start_services(ctx: &DaemonContext) -> Result<Services, CliError> {
+/// The host probe runs first (it decides whether exec has a sandbox); the gateway is bound
+/// before this returns, so readiness means `/health` answers.
+pub async fn start_services(
+    ctx: &DaemonContext,
+    redacted: serde_json::Value,
+) -> Result<Services, CliError> {
     let config = ctx.config.borrow().clone();
-    tracing::info!(
-        agents = config.agents.len(),
-        "agent runtime, gateway and channels are not wired yet; running the lifecycle only"
-    );
-    Ok(Services::default())
+    let secrets = ctx.secrets.borrow().clone();
+    let probe = tokio::task::spawn_blocking(|| comis_sandbox::HostProbe::run(None))
+        .await
+        .map_err(|e| CliError::Usage(format!("host probe: {e}")))?;
+    let sandbox = match comis_sandbox::Sandbox::new(comis_sandbox::SandboxConfig::default(), &probe)
+    {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no exec sandbox on this host: exec is refused");
+            None
+        }
+    };
+    if let Ok(mut slot) = ctx.probe.lock() {
+        *slot = Some(probe);
+    }
+    let health: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let gateway_addr: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
+    let status = {
+        let (health, addr) = (health.clone(), gateway_addr.clone());
+        Arc::new(move || {
+            let h = health.lock().map(|h| h.clone()).unwrap_or_default();
+            let a = addr.lock().map(|a| a.clone()).unwrap_or_default();
+            wiring::status_json(&a, &h)
+        }) as Arc<dyn Fn() -> serde_json::Value + Send + Sync>
+    };
+    let wired = wiring::wire(
+        &ctx.home,
+        &config,
+        redacted,
+        secrets,
+        ctx.store.clone(),
+        ctx.bus.clone(),
+        sandbox,
+        status,
+    )
+    .await?;
+    let addr = wired.gateway.local_addr().to_string();
+    if let Ok(mut a) = gateway_addr.lock() {
+        a.clone_from(&addr);
+    }
+    let mut tasks = Vec::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gateway = wired.gateway;
+    tasks.push(tokio::spawn(async move {
+        let mut stop = stop_rx;
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = gateway.run(shutdown).await {
+            tracing::error!(error = %e, "gateway stopped");
+        }
+    }));
+    if let Some(router) = wired.router {
+        let watcher = router.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = router.run().await {
+                tracing::error!(error = %e, "channels stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let now: Vec<(String, String)> = watcher
+                    .health()
+                    .into_iter()
+                    .map(|(n, h)| (n, format!("{h:?}").to_lowercase()))
+                    .collect();
+                if let Ok(mut slot) = health.lock() {
+                    *slot = now;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }));
+    }
+    Ok(Services {
+        gateway_addr: addr,
+        tasks,
+        runtime: Some(wired.runtime),
+        stop: Some(stop_tx),
+    })
 }
 
-/// Stops what [`start_services`] started.
+/// Stops what [`start_services`] started: new turns refused and pending approvals denied
+/// first, then the gateway drains, then the tasks end.
 async fn stop_services(services: Services) {
-    for task in services.tasks.into_iter().rev() {
+    if let Some(runtime) = &services.runtime {
+        runtime.shutdown();
+    }
+    if let Some(stop) = &services.stop {
+        let _ = stop.send(true);
+    }
+    let mut tasks = services.tasks;
+    if let Some(gateway) = (!tasks.is_empty()).then(|| tasks.remove(0)) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), gateway).await;
+    }
+    for task in tasks.into_iter().rev() {
         task.abort();
         let _ = task.await;
     }
@@ -137,7 +222,8 @@ pub fn run_foreground() -> Result<ExitCode, CliError> {
         format!("{}\n", std::process::id()).as_bytes(),
     )?;
     logging::init(loaded.config.log_level);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| CliError::Usage(format!("starting the async runtime: {e}")))?;
@@ -156,6 +242,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
         bus.add_sink(Arc::new(AuditSink::new(store.clone())));
     }
     let (secrets_tx, secrets) = watch::channel(Arc::new(load::secret_manager(home)?));
+    let redacted = loaded.redacted();
     let config = Arc::new(loaded.config);
     let (config_tx, config_rx) = watch::channel(config.clone());
     let probe = Arc::new(Mutex::new(None));
@@ -171,7 +258,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(signal_err)?;
 
-    let services = start_services(&ctx).await?;
+    let services = start_services(&ctx, redacted).await?;
     let state = Arc::new(Mutex::new(DaemonState {
         pid: std::process::id(),
         started_at: now(),
@@ -192,23 +279,19 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
         ready_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "comis daemon ready"
     );
-    {
-        let (probe, state, home) = (probe.clone(), state.clone(), home.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let p = comis_sandbox::HostProbe::run(None);
-            let layers = probe_layers(&p);
-            for (name, active, detail) in &layers {
-                tracing::info!(layer = %name, active, detail = %detail, "sandbox layer");
-            }
-            if let Ok(mut s) = state.lock() {
-                s.sandbox = layers;
-            }
-            if let Ok(mut slot) = probe.lock() {
-                *slot = Some(p);
-            }
-            write_state(&home, &state);
-        });
+    // The probe ran in start_services (it decides exec); record what it found.
+    let layers = probe
+        .lock()
+        .ok()
+        .and_then(|p| p.as_ref().map(probe_layers))
+        .unwrap_or_default();
+    for (name, active, detail) in &layers {
+        tracing::info!(layer = %name, active, detail = %detail, "sandbox layer");
     }
+    if let Ok(mut s) = state.lock() {
+        s.sandbox = layers;
+    }
+    write_state(home, &state);
 
     loop {
         tokio::select! {

@@ -1,0 +1,399 @@
+//! Builds the daemon's services from the validated config: the exec sandbox, the guarded
+//! client, the providers, the agent runtime, the gateway and the channels.
+//!
+//! Guarantees: nothing here turns a layer off. A provider whose key is missing still exists and
+//! answers every call with a clear "key missing" error (the daemon starts; `comis doctor`
+//! says why); a host without a working sandbox gets no exec (the tool refuses); channel
+//! messages go through the same `Runtime::execute` as gateway requests.
+//!
+//! Does not: rebuild the runtime on SIGHUP (agents, providers and channels apply on restart).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+use comis_agent::config::ProviderEntry;
+use comis_agent::event::{Event, EventBus, EventKind, Outcome};
+use comis_agent::message::{ChatRequest, ChatResponse};
+use comis_agent::provider::scripted::ScriptedProvider;
+use comis_agent::provider::{
+    BoxFuture, DeltaSink, Provider, ProviderError, ProviderHttp, build_provider,
+};
+use comis_agent::runtime::{Origin, Runtime, TurnRequest};
+use comis_agent::tool::Services;
+use comis_channels::{Channel, OutboundMessage, Router};
+use comis_gateway::backend::AgentInfo;
+use comis_net::{ClientConfig, GuardedClient, SsrfPolicy};
+use comis_secrets::{ScopedSecretManager, SecretAccess, SecretAllowlist, SecretManager};
+use serde_json::{Value, json};
+
+use super::backend::DaemonBackend;
+use crate::cli::CliError;
+use crate::config::schema::{Config, DEFAULT_AGENT};
+
+/// A provider that cannot be used (its key is missing, its entry invalid): every call fails
+/// with the reason, so turns end with the runtime's provider-failed answer.
+#[derive(Debug)]
+struct Unavailable {
+    id: String,
+    reason: String,
+}
+
+impl Provider for Unavailable {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn complete<'a>(
+        &'a self,
+        _request: &'a ChatRequest,
+        _deltas: DeltaSink<'a>,
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
+        let reason = self.reason.clone();
+        Box::pin(async move { Err(ProviderError::Transport(reason)) })
+    }
+}
+
+/// Secret reads by a provider (its API key), recorded on the bus like an agent's.
+fn provider_scope(
+    secrets: &Arc<SecretManager>,
+    id: &str,
+    entry: &ProviderEntry,
+    bus: &EventBus,
+) -> Result<ScopedSecretManager, CliError> {
+    let names: Vec<String> = entry.api_key_name.iter().cloned().collect();
+    let defaults = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"];
+    let allow: Vec<String> = if names.is_empty() {
+        defaults.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        names
+    };
+    let allow = SecretAllowlist::new(&allow)?;
+    let bus = bus.clone();
+    let observer = move |e: &comis_secrets::SecretAccessEvent| {
+        let outcome = match e.outcome {
+            comis_secrets::AccessOutcome::Success => Outcome::Allowed,
+            comis_secrets::AccessOutcome::Denied => Outcome::Denied,
+            comis_secrets::AccessOutcome::NotFound => Outcome::Failed,
+        };
+        bus.emit(
+            Event::new(EventKind::SecretAccessed, outcome)
+                .with("scope", e.agent_id.as_str())
+                .with("secret_name", e.secret_name.as_str()),
+        );
+    };
+    let base: Arc<dyn SecretAccess + Send + Sync> = secrets.clone();
+    Ok(ScopedSecretManager::new(
+        base,
+        format!("provider:{id}"),
+        allow,
+        Arc::new(observer),
+    ))
+}
+
+fn providers(
+    config: &Config,
+    secrets: &Arc<SecretManager>,
+    http: &GuardedClient,
+    bus: &EventBus,
+) -> Result<BTreeMap<String, Arc<dyn Provider>>, CliError> {
+    let mut out: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
+    let provider_http = ProviderHttp::new(http.clone());
+    for (id, entry) in &config.providers.entries {
+        let built: Result<Arc<dyn Provider>, comis_agent::AgentError> = if entry.kind == "scripted"
+        {
+            ScriptedProvider::from_entry(id, entry).map(|p| Arc::new(p) as Arc<dyn Provider>)
+        } else {
+            let scope = provider_scope(secrets, id, entry, bus)?;
+            build_provider(id, entry, &scope, &provider_http)
+        };
+        let provider = match built {
+            Ok(p) => p,
+            Err(comis_agent::AgentError::Config { key, reason }) => {
+                return Err(CliError::Usage(format!("invalid config {key}: {reason}")));
+            }
+            Err(e) => {
+                tracing::warn!(provider = %id, error = %e, "provider unavailable");
+                Arc::new(Unavailable {
+                    id: id.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        out.insert(id.clone(), provider);
+    }
+    Ok(out)
+}
+
+/// The daemon side of the tools' `Services` port: channels for `message.send`, the runtime for
+/// sub-agents. Holds the runtime weakly (the runtime holds this).
+#[derive(Debug, Default)]
+pub struct DaemonServices {
+    runtime: OnceLock<Weak<Runtime>>,
+    channels: OnceLock<BTreeMap<String, Arc<dyn Channel>>>,
+}
+
+impl Services for DaemonServices {
+    fn send_message<'a>(
+        &'a self,
+        channel: &'a str,
+        chat: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let ch = self
+                .channels
+                .get()
+                .and_then(|m| m.get(channel))
+                .ok_or_else(|| format!("no running channel {channel:?}"))?;
+            ch.send(OutboundMessage {
+                chat: chat.to_owned(),
+                thread: None,
+                in_reply_to: None,
+                text: text.to_owned(),
+            })
+            .await
+            .map_err(|e| e.to_string())
+        })
+    }
+
+    fn list_channels(&self) -> Vec<String> {
+        self.channels
+            .get()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn spawn_agent<'a>(
+        &'a self,
+        parent: &'a str,
+        depth: u32,
+        task: String,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let runtime = self
+                .runtime
+                .get()
+                .and_then(Weak::upgrade)
+                .ok_or_else(|| "the runtime is shutting down".to_owned())?;
+            let req = TurnRequest {
+                agent_id: parent.to_owned(),
+                session: format!("subagent:{parent}:{depth}:{}", crate::daemon::now()),
+                text: task,
+                origin: Origin {
+                    channel: "subagent".to_owned(),
+                    sender: format!("agent:{parent}"),
+                },
+                trace_id: None,
+            };
+            runtime
+                .execute_at_depth(req, None, depth)
+                .await
+                .map(|r| r.text)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn revoke_token(&self, _id: &str) -> Result<(), String> {
+        Err("gateway tokens are revoked by an operator (tokens.revoke over the admin API)".into())
+    }
+
+    fn delete_agent(&self, _id: &str) -> Result<(), String> {
+        Err("agents are defined in config.yaml: remove the agent there and reload".into())
+    }
+}
+
+/// Everything started, for shutdown and status.
+pub struct Wired {
+    pub runtime: Arc<Runtime>,
+    pub gateway: comis_gateway::Gateway,
+    pub router: Option<Arc<Router>>,
+}
+
+/// The default agent: `default` when configured, else the first by name.
+pub fn default_agent(config: &Config) -> String {
+    if config.agents.contains_key(DEFAULT_AGENT) {
+        DEFAULT_AGENT.to_owned()
+    } else {
+        config.agents.keys().next().cloned().unwrap_or_default()
+    }
+}
+
+/// Builds runtime, gateway and channels. The gateway is bound (not yet serving) on return.
+pub async fn wire(
+    home: &std::path::Path,
+    config: &Config,
+    redacted_config: Value,
+    secrets: Arc<SecretManager>,
+    store: Arc<comis_store::Store>,
+    bus: EventBus,
+    sandbox: Option<Arc<comis_sandbox::Sandbox>>,
+    status: Arc<dyn Fn() -> Value + Send + Sync>,
+) -> Result<Wired, CliError> {
+    let policy = SsrfPolicy::with_allow_hosts(&config.security.ssrf.allow_hosts)?;
+    let http = GuardedClient::new(policy, ClientConfig::default())?;
+    let providers = providers(config, &secrets, &http, &bus)?;
+    let services = Arc::new(DaemonServices::default());
+    let mut known = vec![crate::cli::init::GATEWAY_TOKEN_NAME.to_owned()];
+    known.extend(
+        config
+            .providers
+            .entries
+            .values()
+            .filter_map(|e| e.api_key_name.clone()),
+    );
+    let mut builder = Runtime::builder(store.clone(), bus.clone(), home)
+        .agents(config.agents.clone())
+        .providers(providers)
+        .providers_config(config.providers.clone())
+        .secrets((*secrets).clone())
+        .known_secrets(known)
+        .tools(comis_agent::tool::builtin_tools())
+        .services(services.clone())
+        .http(http)
+        .approvals(config.approvals.clone())
+        .canary_key(comis_guard::canary::CanaryKey::generate()?);
+    if let Some(sandbox) = sandbox {
+        builder = builder.sandbox(sandbox);
+    }
+    let runtime = Arc::new(
+        builder
+            .build()
+            .map_err(|e| CliError::Usage(e.to_string()))?,
+    );
+    let _ = services.runtime.set(Arc::downgrade(&runtime));
+
+    let default = default_agent(config);
+    let agents: Vec<AgentInfo> = config
+        .agents
+        .iter()
+        .map(|(id, a)| AgentInfo {
+            id: id.clone(),
+            provider: a.provider.clone(),
+            model: a.model.clone(),
+            default: *id == default,
+        })
+        .collect();
+    let backend = Arc::new(DaemonBackend {
+        runtime: runtime.clone(),
+        store: store.clone(),
+        agents,
+        redacted_config,
+        secret_names: vault_names(home),
+        started: Instant::now(),
+        status,
+    });
+    let gateway = comis_gateway::Gateway::bind(
+        config.gateway.clone(),
+        config.webhooks.clone(),
+        backend.clone(),
+        bus.clone(),
+    )
+    .await
+    .map_err(|e| CliError::Usage(format!("gateway: {e}")))?;
+    for w in gateway.warnings() {
+        tracing::warn!(warning = %w, "gateway");
+    }
+
+    let router = channels(config, &runtime, &bus, &default)?;
+    let _ = services.channels.set(
+        router
+            .as_ref()
+            .map_or_else(BTreeMap::new, |(_, m)| m.clone()),
+    );
+    Ok(Wired {
+        runtime,
+        gateway,
+        router: router.map(|(r, _)| r),
+    })
+}
+
+type ChannelMap = BTreeMap<String, Arc<dyn Channel>>;
+
+fn channels(
+    config: &Config,
+    runtime: &Arc<Runtime>,
+    bus: &EventBus,
+    default: &str,
+) -> Result<Option<(Arc<Router>, ChannelMap)>, CliError> {
+    let c = &config.channels;
+    let allow_hosts = &config.security.ssrf.allow_hosts;
+    let bad = |e: comis_channels::ChannelError| CliError::Usage(e.to_string());
+    let mut bound: Vec<(Arc<dyn Channel>, Vec<String>, Option<String>)> = Vec::new();
+    if let Some(x) = c.irc.as_ref().filter(|x| x.enabled) {
+        let ch = comis_channels::IrcChannel::new(x.clone()).map_err(bad)?;
+        bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
+    }
+    if let Some(x) = c.email.as_ref().filter(|x| x.enabled) {
+        let agent = x.agent.clone().unwrap_or_else(|| default.to_owned());
+        let ch = comis_channels::EmailChannel::new(x.clone(), bus.clone(), &agent).map_err(bad)?;
+        bound.push((Arc::new(ch), x.effective_allow_from(), x.agent.clone()));
+    }
+    if let Some(x) = c.telegram.as_ref().filter(|x| x.enabled) {
+        let ch = comis_channels::telegram::TelegramChannel::new(x, allow_hosts).map_err(bad)?;
+        bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
+    }
+    if let Some(x) = c.slack.as_ref().filter(|x| x.enabled) {
+        let ch = comis_channels::slack::SlackChannel::new(x, allow_hosts).map_err(bad)?;
+        bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
+    }
+    if let Some(x) = c.discord.as_ref().filter(|x| x.enabled) {
+        let ch = comis_channels::discord::DiscordChannel::new(x, allow_hosts).map_err(bad)?;
+        bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
+    }
+    if bound.is_empty() {
+        return Ok(None);
+    }
+    let turn_runtime = Arc::clone(runtime);
+    let handler: comis_channels::TurnHandler = Arc::new(move |req: TurnRequest| {
+        let runtime = Arc::clone(&turn_runtime);
+        Box::pin(async move {
+            match runtime.execute(req, None).await {
+                Ok(reply) => reply.text,
+                Err(e) => {
+                    tracing::warn!(error = %e, "channel turn failed");
+                    String::new()
+                }
+            }
+        })
+    });
+    let approve_runtime = Arc::clone(runtime);
+    let approvals: comis_channels::ApprovalHandler =
+        Arc::new(move |cmd: comis_channels::ApprovalCommand| {
+            let runtime = Arc::clone(&approve_runtime);
+            Box::pin(async move {
+                let by = format!("chat:{}:{}", cmd.origin.channel, cmd.origin.sender);
+                match runtime.resolve_approval(&cmd.id, cmd.approved, &by) {
+                    Ok(r) if r.approved => format!("Approved {}.", cmd.id),
+                    Ok(_) => format!("Denied {}.", cmd.id),
+                    Err(e) => format!("Could not resolve {}: {e}", cmd.id),
+                }
+            })
+        });
+    let mut router = Router::new(default, bus.clone(), handler).with_approvals(approvals);
+    let mut map = ChannelMap::new();
+    for (ch, allow, agent) in bound {
+        map.insert(ch.name().to_owned(), Arc::clone(&ch));
+        router.add_channel(ch, &allow, agent.as_deref());
+    }
+    Ok(Some((Arc::new(router), map)))
+}
+
+/// Names in the vault (never values); empty without a vault.
+fn vault_names(home: &std::path::Path) -> Vec<String> {
+    if !home.join(comis_secrets::vault::VAULT_FILE).exists() {
+        return Vec::new();
+    }
+    comis_secrets::Vault::open(home)
+        .and_then(|v| v.list())
+        .map(|entries| entries.into_iter().map(|e| e.name.as_str().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// The status facts the gateway and `daemon status` show.
+pub fn status_json(addr: &str, channels: &[(String, String)]) -> Value {
+    json!({
+        "gateway": addr,
+        "channels": channels.iter().map(|(n, h)| json!({"name": n, "health": h})).collect::<Vec<_>>(),
+    })
+}
