@@ -32,10 +32,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, CircuitBreaker, jitter};
 use crate::config::{DISCORD_API_BASE, DISCORD_GATEWAY_URL, DiscordConfig};
+use crate::text::{LenUnit, split_message};
 use crate::web_common::{
-    BREAKER_COOLDOWN, Backoff, Breaker, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, RunState,
-    bound_text, chunk, client_for, is_numeric_id, jitter, unit_char,
+    MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, RunState, api_breaker, bound_text, check_circuit,
+    client_for, is_numeric_id, record_exchange,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -88,7 +90,7 @@ pub struct DiscordChannel {
     session: Mutex<Session>,
     /// Channel id → when its bucket refills.
     buckets: tokio::sync::Mutex<HashMap<String, Instant>>,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
 }
 
 fn protocol(reason: impl Into<String>) -> ChannelError {
@@ -165,7 +167,7 @@ impl DiscordChannel {
             state: RunState::new(),
             session: Mutex::new(Session::default()),
             buckets: tokio::sync::Mutex::new(HashMap::new()),
-            breaker: Breaker::new(BREAKER_COOLDOWN),
+            breaker: api_breaker(),
         })
     }
 
@@ -208,10 +210,10 @@ impl DiscordChannel {
                         s.seq = None;
                         s.resume_url = None;
                     }
-                    wait.unwrap_or_else(|| backoff.next_wait())
+                    wait.unwrap_or_else(|| backoff.next_delay())
                 }
                 Err(e @ ChannelError::Config { .. }) => return Err(e),
-                Err(_) => backoff.next_wait(),
+                Err(_) => backoff.next_delay(),
             };
             self.state.set_health(Health::Reconnecting);
             self.pause(wait).await;
@@ -459,10 +461,9 @@ impl DiscordChannel {
                 sensitive_headers: Vec::new(),
                 context: None,
             };
-            self.breaker.check(NAME)?;
+            check_circuit(&self.breaker, NAME)?;
             let resp = self.client.fetch(req).await;
-            self.breaker
-                .record(resp.as_ref().map_or(true, |r| r.status >= 500));
+            record_exchange(&self.breaker, &resp);
             let resp = resp.map_err(|e| transport(e.to_string()))?;
             let h = |name: &str| {
                 resp.headers
@@ -511,7 +512,7 @@ impl DiscordChannel {
             return Err(protocol("chat is not a Discord channel id"));
         }
         let reply_to = message.in_reply_to.as_deref().filter(|r| is_numeric_id(r));
-        for (i, piece) in chunk(&message.text, MAX_MESSAGE_LEN, unit_char)
+        for (i, piece) in split_message(&message.text, MAX_MESSAGE_LEN, LenUnit::Chars)
             .into_iter()
             .enumerate()
         {

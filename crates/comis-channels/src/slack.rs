@@ -30,11 +30,12 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::backoff::{Backoff, CircuitBreaker};
 use crate::config::{SLACK_API_BASE, SlackConfig};
+use crate::text::{LenUnit, split_message};
 use crate::web_common::{
-    BREAKER_COOLDOWN, Backoff, Breaker, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT,
-    MAX_WEBHOOK_BODY, RunState, WebhookReply, bound_text, chunk, client_for, header, hex,
-    unit_char,
+    MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply,
+    api_breaker, bound_text, check_circuit, client_for, header, hex, record_exchange,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -61,7 +62,7 @@ pub struct SlackChannel {
     /// Signature → request timestamp, for the replay window.
     seen: Mutex<HashMap<String, i64>>,
     bot_user: Mutex<Option<String>>,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
 }
 
 fn err_api(reason: impl Into<String>) -> ChannelError {
@@ -135,7 +136,7 @@ impl SlackChannel {
             state: RunState::new(),
             seen: Mutex::new(HashMap::new()),
             bot_user: Mutex::new(None),
-            breaker: Breaker::new(BREAKER_COOLDOWN),
+            breaker: api_breaker(),
         })
     }
 
@@ -310,10 +311,9 @@ impl SlackChannel {
             sensitive_headers: Vec::new(),
             context: None,
         };
-        self.breaker.check(NAME).map_err(CallError::Other)?;
+        check_circuit(&self.breaker, NAME).map_err(CallError::Other)?;
         let resp = self.client.fetch(req).await;
-        self.breaker
-            .record(resp.as_ref().map_or(true, |r| r.status >= 500));
+        record_exchange(&self.breaker, &resp);
         let resp = resp.map_err(|e| {
             CallError::Other(ChannelError::Transport {
                 channel: NAME.into(),
@@ -387,7 +387,7 @@ impl SlackChannel {
                 Err(CallError::RateLimited(d)) => self.pause(d.min(MAX_RATE_LIMIT_WAIT)).await,
                 Err(CallError::Other(_)) => {
                     self.state.set_health(Health::Reconnecting);
-                    self.pause(backoff.next_wait()).await;
+                    self.pause(backoff.next_delay()).await;
                 }
             }
             if self.state.is_stopping() {
@@ -423,7 +423,7 @@ impl SlackChannel {
             .thread
             .as_deref()
             .filter(|t| t.len() <= 32 && t.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
-        for piece in chunk(&message.text, MAX_MESSAGE_LEN, unit_char) {
+        for piece in split_message(&message.text, MAX_MESSAGE_LEN, LenUnit::Chars) {
             let mut body = json!({ "channel": message.chat, "text": piece });
             if let Some(t) = thread {
                 body["thread_ts"] = json!(t);

@@ -25,10 +25,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use crate::backoff::{Backoff, CircuitBreaker};
 use crate::config::{TELEGRAM_API_BASE, TelegramConfig};
+use crate::text::{LenUnit, split_message};
 use crate::web_common::{
-    BREAKER_COOLDOWN, Backoff, Breaker, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT,
-    MAX_WEBHOOK_BODY, RunState, WebhookReply, bound_text, chunk, client_for, header, unit_utf16,
+    MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply,
+    api_breaker, bound_text, check_circuit, client_for, header, record_exchange,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -61,7 +63,7 @@ pub struct TelegramChannel {
     poll_timeout_secs: u32,
     backoff: (Duration, Duration),
     state: RunState,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
 }
 
 /// A Bot API failure, before it becomes a [`ChannelError`].
@@ -145,7 +147,7 @@ impl TelegramChannel {
             poll_timeout_secs: 25,
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
             state: RunState::new(),
-            breaker: Breaker::new(BREAKER_COOLDOWN),
+            breaker: api_breaker(),
         })
     }
 
@@ -184,10 +186,9 @@ impl TelegramChannel {
             sensitive_headers: Vec::new(),
             context: None,
         };
-        self.breaker.check(NAME).map_err(CallError::Other)?;
+        check_circuit(&self.breaker, NAME).map_err(CallError::Other)?;
         let resp = self.client.fetch(req).await;
-        self.breaker
-            .record(resp.as_ref().map_or(true, |r| r.status >= 500));
+        record_exchange(&self.breaker, &resp);
         let resp = resp.map_err(|e| {
             CallError::Other(ChannelError::Transport {
                 channel: NAME.into(),
@@ -398,7 +399,7 @@ impl TelegramChannel {
                     Err(CallError::RateLimited(d)) => self.pause(d).await,
                     Err(CallError::Other(_)) => {
                         self.state.set_health(Health::Reconnecting);
-                        self.pause(backoff.next_wait()).await;
+                        self.pause(backoff.next_delay()).await;
                     }
                 }
                 if self.state.is_stopping() {
@@ -433,14 +434,14 @@ impl TelegramChannel {
                 }
                 Err(CallError::Other(_)) => {
                     self.state.set_health(Health::Reconnecting);
-                    self.pause(backoff.next_wait()).await;
+                    self.pause(backoff.next_delay()).await;
                     continue;
                 }
             };
             self.state.set_health(Health::Connected);
             backoff.reset();
             let Some(list) = updates.as_array() else {
-                self.pause(backoff.next_wait()).await;
+                self.pause(backoff.next_delay()).await;
                 continue;
             };
             for update in list {
@@ -505,7 +506,7 @@ impl TelegramChannel {
         markup: Option<Value>,
     ) -> Result<(), ChannelError> {
         let chat = chat_id(&message.chat)?;
-        let pieces = chunk(&message.text, MAX_MESSAGE_LEN, unit_utf16);
+        let pieces = split_message(&message.text, MAX_MESSAGE_LEN, LenUnit::Utf16);
         let last = pieces.len().saturating_sub(1);
         for (i, piece) in pieces.into_iter().enumerate() {
             let mut body = json!({ "chat_id": chat, "text": piece });
