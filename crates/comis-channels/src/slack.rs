@@ -35,7 +35,7 @@ use crate::config::{SLACK_API_BASE, SlackConfig};
 use crate::text::{LenUnit, split_message};
 use crate::web_common::{
     MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply,
-    api_breaker, bound_text, check_circuit, client_for, header, hex, record_exchange,
+    api_breaker, bound_text, check_circuit, client_for, header, record_exchange,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -160,7 +160,10 @@ impl SlackChannel {
         mac.update(timestamp.as_bytes());
         mac.update(b":");
         mac.update(body);
-        Some(format!("v0={}", hex(&mac.finalize().into_bytes())))
+        Some(format!(
+            "v0={}",
+            comis_guard::hex::encode(&mac.finalize().into_bytes())
+        ))
     }
 
     /// Checks signature, window and replay; `Err(reply)` says why not.

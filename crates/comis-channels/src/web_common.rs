@@ -235,17 +235,6 @@ pub(crate) fn record_exchange(breaker: &CircuitBreaker, resp: &Result<FetchRespo
     breaker.record(resp.as_ref().is_ok_and(|r| r.status < 500));
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
-
 /// Whether `s` is a non-empty run of ASCII digits no longer than 32 (a platform numeric id).
 pub(crate) fn is_numeric_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit())
