@@ -655,14 +655,9 @@ impl Channel for DiscordChannel {
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
         Box::pin(async move {
-            self.state.start(inbound.clone());
-            let r = self.run_inner(&inbound).await;
-            self.state.finish(if r.is_ok() {
-                Health::Stopped
-            } else {
-                Health::Failed
-            });
-            r
+            self.state
+                .supervise(inbound.clone(), self.run_inner(&inbound))
+                .await
         })
     }
 

@@ -715,7 +715,7 @@ fn random_token() -> String {
     let mut bytes = [0u8; 12];
     // Without OS randomness the id is still unique enough per process: a counter would do.
     let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    comis_guard::hex::encode(&bytes)
 }
 
 impl Channel for EmailChannel {

@@ -34,8 +34,8 @@ use crate::backoff::{Backoff, CircuitBreaker};
 use crate::config::{SLACK_API_BASE, SlackConfig};
 use crate::text::{LenUnit, split_message};
 use crate::web_common::{
-    MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply,
-    api_breaker, bound_text, check_circuit, client_for, header, record_exchange,
+    CallError, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply, api_breaker,
+    bound_text, check_circuit, client_for, header, record_exchange, retry_rate_limited,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -76,21 +76,6 @@ fn config_err(reason: impl Into<String>) -> ChannelError {
     ChannelError::Config {
         channel: NAME.into(),
         reason: reason.into(),
-    }
-}
-
-enum CallError {
-    RateLimited(Duration),
-    Fatal(ChannelError),
-    Other(ChannelError),
-}
-
-impl CallError {
-    fn into_channel(self) -> ChannelError {
-        match self {
-            CallError::RateLimited(d) => err_api(format!("rate limited for {} s", d.as_secs())),
-            CallError::Fatal(e) | CallError::Other(e) => e,
-        }
     }
 }
 
@@ -361,19 +346,7 @@ impl SlackChannel {
     }
 
     async fn call_with_retry(&self, method: &str, body: &Value) -> Result<Value, ChannelError> {
-        let mut tries = 0;
-        loop {
-            match self.call(method, body).await {
-                Ok(v) => return Ok(v),
-                Err(CallError::RateLimited(d))
-                    if tries < MAX_RATE_LIMIT_RETRIES && d <= MAX_RATE_LIMIT_WAIT =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(d).await;
-                }
-                Err(e) => return Err(e.into_channel()),
-            }
-        }
+        retry_rate_limited(NAME, || self.call(method, body)).await
     }
 
     async fn run_inner(&self) -> Result<(), ChannelError> {
@@ -472,16 +445,7 @@ impl Channel for SlackChannel {
         self: Arc<Self>,
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
-        Box::pin(async move {
-            self.state.start(inbound);
-            let r = self.run_inner().await;
-            self.state.finish(if r.is_ok() {
-                Health::Stopped
-            } else {
-                Health::Failed
-            });
-            r
-        })
+        Box::pin(async move { self.state.supervise(inbound, self.run_inner()).await })
     }
 
     fn send<'a>(&'a self, message: OutboundMessage) -> BoxFuture<'a, Result<(), ChannelError>> {

@@ -29,8 +29,8 @@ use crate::backoff::{Backoff, CircuitBreaker};
 use crate::config::{TELEGRAM_API_BASE, TelegramConfig};
 use crate::text::{LenUnit, split_message};
 use crate::web_common::{
-    MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply,
-    api_breaker, bound_text, check_circuit, client_for, header, record_exchange,
+    CallError, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply, api_breaker,
+    bound_text, check_circuit, client_for, header, record_exchange, retry_rate_limited,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -64,23 +64,6 @@ pub struct TelegramChannel {
     backoff: (Duration, Duration),
     state: RunState,
     breaker: CircuitBreaker,
-}
-
-/// A Bot API failure, before it becomes a [`ChannelError`].
-enum CallError {
-    RateLimited(Duration),
-    /// 401/404: the token is wrong; retrying will not help.
-    Fatal(ChannelError),
-    Other(ChannelError),
-}
-
-impl CallError {
-    fn into_channel(self) -> ChannelError {
-        match self {
-            CallError::RateLimited(d) => api(format!("rate limited for {} s", d.as_secs())),
-            CallError::Fatal(e) | CallError::Other(e) => e,
-        }
-    }
 }
 
 fn api(reason: impl Into<String>) -> ChannelError {
@@ -230,19 +213,7 @@ impl TelegramChannel {
 
     /// [`call`](Self::call), waiting out rate limits a few times.
     async fn call_with_retry(&self, method: &str, body: &Value) -> Result<Value, ChannelError> {
-        let mut tries = 0;
-        loop {
-            match self.call(method, body).await {
-                Ok(v) => return Ok(v),
-                Err(CallError::RateLimited(d))
-                    if tries < MAX_RATE_LIMIT_RETRIES && d <= MAX_RATE_LIMIT_WAIT =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(d).await;
-                }
-                Err(e) => return Err(e.into_channel()),
-            }
-        }
+        retry_rate_limited(NAME, || self.call(method, body)).await
     }
 
     /// Handles one webhook request (the gateway mounts this at its Telegram webhook path and
@@ -622,14 +593,9 @@ impl Channel for TelegramChannel {
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
         Box::pin(async move {
-            self.state.start(inbound.clone());
-            let r = self.run_inner(&inbound).await;
-            self.state.finish(if r.is_ok() {
-                Health::Stopped
-            } else {
-                Health::Failed
-            });
-            r
+            self.state
+                .supervise(inbound.clone(), self.run_inner(&inbound))
+                .await
         })
     }
 

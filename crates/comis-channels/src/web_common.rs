@@ -10,6 +10,7 @@
 //! the arrival checkpoint and the output guard), or chunk and pace (the crate-wide
 //! [`crate::text`] and [`crate::backoff`] do, for every adapter).
 
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,6 +32,52 @@ pub(crate) const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// Retries of one request after a rate-limit answer.
 pub(crate) const MAX_RATE_LIMIT_RETRIES: u32 = 3;
+
+/// A platform API failure, before it becomes a [`ChannelError`].
+pub(crate) enum CallError {
+    /// The platform asked to wait this long before the next call.
+    RateLimited(Duration),
+    /// The credentials are refused (revoked token); retrying will not help.
+    Fatal(ChannelError),
+    Other(ChannelError),
+}
+
+impl CallError {
+    pub(crate) fn into_channel(self, channel: &str) -> ChannelError {
+        match self {
+            CallError::RateLimited(d) => ChannelError::Api {
+                channel: channel.to_owned(),
+                reason: format!("rate limited for {} s", d.as_secs()),
+            },
+            CallError::Fatal(e) | CallError::Other(e) => e,
+        }
+    }
+}
+
+/// Runs `call`, waiting out a rate-limit answer and calling again, at most
+/// [`MAX_RATE_LIMIT_RETRIES`] times and only for waits up to [`MAX_RATE_LIMIT_WAIT`].
+pub(crate) async fn retry_rate_limited<T, F, Fut>(
+    channel: &str,
+    mut call: F,
+) -> Result<T, ChannelError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(CallError::RateLimited(d))
+                if tries < MAX_RATE_LIMIT_RETRIES && d <= MAX_RATE_LIMIT_WAIT =>
+            {
+                tries += 1;
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e.into_channel(channel)),
+        }
+    }
+}
 
 /// What the gateway answers a platform's webhook request with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +208,23 @@ impl RunState {
         self.stop.send_replace(false);
         self.set_health(Health::Starting);
         *self.inbound.lock().unwrap_or_else(PoisonError::into_inner) = Some(inbound);
+    }
+
+    /// Runs an adapter's `run` body between [`start`](Self::start) and
+    /// [`finish`](Self::finish): health ends `Stopped` when it returns `Ok`, else `Failed`.
+    pub(crate) async fn supervise(
+        &self,
+        inbound: InboundSender,
+        body: impl Future<Output = Result<(), ChannelError>>,
+    ) -> Result<(), ChannelError> {
+        self.start(inbound);
+        let r = body.await;
+        self.finish(if r.is_ok() {
+            Health::Stopped
+        } else {
+            Health::Failed
+        });
+        r
     }
 
     /// Marks the end of `run`.
