@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use comis_net::ws::{WsConfig, WsConnection, WsMessage};
-use comis_net::{FetchRequest, GuardedClient, SsrfPolicy};
+use comis_net::{GuardedClient, SsrfPolicy};
 use comis_secrets::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,7 +37,7 @@ use crate::config::{DISCORD_API_BASE, DISCORD_GATEWAY_URL, DiscordConfig};
 use crate::text::{LenUnit, split_message};
 use crate::web_common::{
     MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, RunState, api_breaker, bound_text, check_circuit,
-    client_for, is_numeric_id, record_exchange,
+    client_for, is_numeric_id, json_post, record_exchange,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -447,20 +447,11 @@ impl DiscordChannel {
                     tokio::time::sleep_until(t).await;
                 }
             }
-            let req = FetchRequest {
-                method: "POST".into(),
-                url: format!("{}/channels/{channel}/messages", self.base),
-                headers: vec![
-                    (
-                        "authorization".into(),
-                        format!("Bot {}", self.token.expose_secret()),
-                    ),
-                    ("content-type".into(), "application/json".into()),
-                ],
-                body: Some(body.to_string().into_bytes()),
-                sensitive_headers: Vec::new(),
-                context: None,
-            };
+            let req = json_post(
+                format!("{}/channels/{channel}/messages", self.base),
+                body,
+                Some(format!("Bot {}", self.token.expose_secret())),
+            );
             check_circuit(&self.breaker, NAME)?;
             let resp = self.client.fetch(req).await;
             record_exchange(&self.breaker, &resp);

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comis_net::{FetchRequest, GuardedClient};
+use comis_net::GuardedClient;
 use comis_secrets::{ExposeSecret, SecretString};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -35,7 +35,7 @@ use crate::config::{SLACK_API_BASE, SlackConfig};
 use crate::text::{LenUnit, split_message};
 use crate::web_common::{
     CallError, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply, api_breaker,
-    bound_text, check_circuit, client_for, header, record_exchange, retry_rate_limited,
+    bound_text, check_circuit, client_for, header, json_post, record_exchange, retry_rate_limited,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -282,23 +282,11 @@ impl SlackChannel {
 
     /// POSTs `body` to Web API `method`; `Ok(response)` when Slack says `ok`.
     async fn call(&self, method: &str, body: &Value) -> Result<Value, CallError> {
-        let req = FetchRequest {
-            method: "POST".into(),
-            url: format!("{}/{method}", self.base),
-            headers: vec![
-                (
-                    "authorization".into(),
-                    format!("Bearer {}", self.token.expose_secret()),
-                ),
-                (
-                    "content-type".into(),
-                    "application/json; charset=utf-8".into(),
-                ),
-            ],
-            body: Some(body.to_string().into_bytes()),
-            sensitive_headers: Vec::new(),
-            context: None,
-        };
+        let req = json_post(
+            format!("{}/{method}", self.base),
+            body,
+            Some(format!("Bearer {}", self.token.expose_secret())),
+        );
         check_circuit(&self.breaker, NAME).map_err(CallError::Other)?;
         let resp = self.client.fetch(req).await;
         record_exchange(&self.breaker, &resp);

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use comis_net::{FetchRequest, GuardedClient};
+use comis_net::GuardedClient;
 use comis_secrets::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -30,7 +30,7 @@ use crate::config::{TELEGRAM_API_BASE, TelegramConfig};
 use crate::text::{LenUnit, split_message};
 use crate::web_common::{
     CallError, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply, api_breaker,
-    bound_text, check_circuit, client_for, header, record_exchange, retry_rate_limited,
+    bound_text, check_circuit, client_for, header, json_post, record_exchange, retry_rate_limited,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -161,14 +161,7 @@ impl TelegramChannel {
     /// Calls `method` with a JSON body; `Ok(result)` when Telegram says `ok`.
     async fn call(&self, method: &str, body: &Value) -> Result<Value, CallError> {
         let url = format!("{}/bot{}/{method}", self.base, self.token.expose_secret());
-        let req = FetchRequest {
-            method: "POST".into(),
-            url,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Some(body.to_string().into_bytes()),
-            sensitive_headers: Vec::new(),
-            context: None,
-        };
+        let req = json_post(url, body, None);
         check_circuit(&self.breaker, NAME).map_err(CallError::Other)?;
         let resp = self.client.fetch(req).await;
         record_exchange(&self.breaker, &resp);
@@ -254,14 +247,7 @@ impl TelegramChannel {
                 self.token.expose_secret()
             );
             rt.spawn(async move {
-                let req = FetchRequest {
-                    method: "POST".into(),
-                    url,
-                    headers: vec![("content-type".into(), "application/json".into())],
-                    body: Some(body.to_string().into_bytes()),
-                    sensitive_headers: Vec::new(),
-                    context: None,
-                };
+                let req = json_post(url, &body, None);
                 let _ = client.fetch(req).await;
             });
         }
