@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::{ChannelError, Health, InboundSender};
+
 /// A random fraction in `[0, 1)`. Without OS randomness it is ½: delays stay bounded, only the
 /// spread is lost.
 fn random_fraction() -> f64 {
@@ -125,6 +127,23 @@ impl TokenBucket {
             let due = self.last + self.interval;
             tokio::time::sleep_until(due).await;
         }
+    }
+}
+
+/// The health of a connection-based channel (IRC, email) after one session ended: `Stopped`
+/// when the session ended the channel (`Ok(true)`: stop requested) or the daemon no longer
+/// listens, and the run loop returns; else it reconnects after a backoff. A refusal
+/// (`ChannelError::Api`: bad password, SASL refused) will not fix itself, so it shows as
+/// `Failed` while retries go on and `comis daemon status` points at the config.
+pub(crate) fn health_after_session(
+    result: &Result<bool, ChannelError>,
+    inbound: &InboundSender,
+) -> Health {
+    match result {
+        Ok(true) => Health::Stopped,
+        _ if inbound.is_closed() => Health::Stopped,
+        Err(ChannelError::Api { .. }) => Health::Failed,
+        _ => Health::Reconnecting,
     }
 }
 
