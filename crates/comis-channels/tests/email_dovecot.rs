@@ -430,22 +430,7 @@ async fn secure_mode_uses_imaps_and_starttls_with_auth() {
     )
     .unwrap();
 
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "comis test mail CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (ca_pem, cert_file, key_file) = common::localhost_cert(dir.path(), "comis test mail CA");
 
     let imap_port = free_port();
     let smtp_port = free_port();
@@ -482,7 +467,7 @@ async fn secure_mode_uses_imaps_and_starttls_with_auth() {
     wait_for_port(smtp_port, &mut smtp_server).await;
 
     // Deliver the question over IMAPS too (the server has no plain-text port).
-    let roots = comis_net::parse_pem_certs(ca_cert.pem().as_bytes()).unwrap();
+    let roots = comis_net::parse_pem_certs(ca_pem.as_bytes()).unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", imap_port))
         .await
         .unwrap();
@@ -527,7 +512,7 @@ async fn secure_mode_uses_imaps_and_starttls_with_auth() {
     let channel = Arc::new(
         EmailChannel::new(config, EventBus::new(), "default")
             .unwrap()
-            .with_extra_roots_pem(ca_cert.pem().as_bytes())
+            .with_extra_roots_pem(ca_pem.as_bytes())
             .unwrap(),
     );
     let mut router = Router::new("default", EventBus::new(), handler);

@@ -300,22 +300,7 @@ async fn tls_is_verified_and_carries_the_conversation() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "comis test IRC CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (ca_pem, cert_file, key_file) = common::localhost_cert(dir.path(), "comis test IRC CA");
     std::fs::set_permissions(
         &key_file,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
@@ -362,7 +347,7 @@ async fn tls_is_verified_and_carries_the_conversation() {
             ..IrcConfig::default()
         })
         .unwrap()
-        .with_extra_roots_pem(ca_cert.pem().as_bytes())
+        .with_extra_roots_pem(ca_pem.as_bytes())
         .unwrap(),
     );
     let mut router = Router::new("default", EventBus::new(), handler);
