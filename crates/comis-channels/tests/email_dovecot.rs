@@ -97,6 +97,35 @@ async fn wait_for_sent(dir: &Path, n: usize) -> Vec<Vec<u8>> {
     panic!("fewer than {n} replies after 60 s");
 }
 
+/// The dovecot binary and a fresh directory with the bot's mail store and password file; None,
+/// after saying so, when dovecot or aiosmtpd is not installed.
+fn mail_dir() -> Option<(PathBuf, tempfile::TempDir)> {
+    let (Some(dovecot), true) = (
+        which("dovecot"),
+        Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir(),
+    ) else {
+        eprintln!(
+            "SKIPPED: dovecot-imapd or python3-aiosmtpd is not installed (scripts/deps installs them)"
+        );
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // dovecot drops to its own users: they must reach the directory and write the store.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(dir.path().join("mail")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("mail"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("passwd"),
+        "bot@example.test:{PLAIN}s3cret\n",
+    )
+    .unwrap();
+    Some((dovecot, dir))
+}
+
 /// dovecot (plain IMAP on loopback, `extra` appended to its config) and aiosmtpd (plain SMTP
 /// into the `sent` maildir). None, after saying so, when either is not installed.
 struct PlainServers {
@@ -109,29 +138,7 @@ struct PlainServers {
 
 impl PlainServers {
     async fn start(extra: &str) -> Option<PlainServers> {
-        let (Some(dovecot), true) = (
-            which("dovecot"),
-            Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir(),
-        ) else {
-            eprintln!(
-                "SKIPPED: dovecot-imapd or python3-aiosmtpd is not installed (scripts/deps installs them)"
-            );
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        // dovecot drops to its own users: they must reach the directory and write the store.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::create_dir(dir.path().join("mail")).unwrap();
-        std::fs::set_permissions(
-            dir.path().join("mail"),
-            std::fs::Permissions::from_mode(0o777),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("passwd"),
-            "bot@example.test:{PLAIN}s3cret\n",
-        )
-        .unwrap();
+        let (dovecot, dir) = mail_dir()?;
         let imap_port = free_port();
         let smtp_port = free_port();
         let conf = dir.path().join("dovecot.conf");
@@ -407,28 +414,9 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
 /// both verified against a test CA given as an extra root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_mode_uses_imaps_and_starttls_with_auth() {
-    let (Some(dovecot), true) = (
-        which("dovecot"),
-        Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir(),
-    ) else {
-        eprintln!(
-            "SKIPPED: dovecot-imapd or python3-aiosmtpd is not installed (scripts/deps installs them)"
-        );
+    let Some((dovecot, dir)) = mail_dir() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::create_dir(dir.path().join("mail")).unwrap();
-    std::fs::set_permissions(
-        dir.path().join("mail"),
-        std::fs::Permissions::from_mode(0o777),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("passwd"),
-        "bot@example.test:{PLAIN}s3cret\n",
-    )
-    .unwrap();
 
     let (ca_pem, cert_file, key_file) = common::localhost_cert(dir.path(), "comis test mail CA");
 

@@ -93,6 +93,19 @@ impl Client {
     }
 }
 
+/// ngircd in the foreground with config `conf`, killed when the handle drops.
+fn spawn_ngircd(ngircd: &std::path::Path, conf: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(ngircd)
+        .arg("-n")
+        .arg("-f")
+        .arg(conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 fn from_bot_privmsg<'a>(target: &'a str, text: &'a str) -> impl Fn(&Line) -> bool + 'a {
     move |l: &Line| {
         l.command == "PRIVMSG"
@@ -120,15 +133,7 @@ async fn bot_answers_mentions_and_private_messages_and_ignores_strangers() {
         ),
     )
     .unwrap();
-    let mut server = tokio::process::Command::new(ngircd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut server = spawn_ngircd(&ngircd, &conf);
     wait_for_port(port, &mut server).await;
 
     let recorder = Arc::new(Recorder::default());
@@ -320,15 +325,7 @@ async fn tls_is_verified_and_carries_the_conversation() {
         ),
     )
     .unwrap();
-    let mut server = tokio::process::Command::new(ngircd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut server = spawn_ngircd(&ngircd, &conf);
     wait_for_port(plain_port, &mut server).await;
     wait_for_port(tls_port, &mut server).await;
 
