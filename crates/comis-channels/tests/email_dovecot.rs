@@ -199,17 +199,14 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
     let (dir, imap_port, sent) = (servers.dir.path(), servers.imap_port, servers.sent.clone());
 
     // One mail waits before the bot starts (the first drain), the rest arrive while it IDLEs.
-    append(
-        imap_port,
-        &mail(
-            "Alice <alice@example.test>",
-            "q1@example.test",
-            "Question",
-            "",
-            "What is 2+2?",
-        ),
-    )
-    .await;
+    let question = mail(
+        "Alice <alice@example.test>",
+        "q1@example.test",
+        "Question",
+        "",
+        "What is 2+2?",
+    );
+    append(imap_port, &question).await;
 
     let store = Arc::new(comis_store::Store::open(&dir.join("comis.db")).unwrap());
     let recorder = Arc::new(Recorder::default());
@@ -313,17 +310,7 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
     );
 
     // The first question delivered again (a redelivery with the same Message-ID): no answer.
-    append(
-        imap_port,
-        &mail(
-            "Alice <alice@example.test>",
-            "q1@example.test",
-            "Question",
-            "",
-            "What is 2+2?",
-        ),
-    )
-    .await;
+    append(imap_port, &question).await;
     // Hostile mail: no sender at all, a broken MIME tree, a forged reply chain with CR/LF
     // smuggling in an id. None is answered; the bot carries on.
     append(imap_port, "Subject: nobody\r\n\r\n\u{1}\u{7f} junk\r\n").await;
