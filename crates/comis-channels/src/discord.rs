@@ -26,16 +26,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use comis_net::ws::{WsConfig, WsConnection, WsMessage};
-use comis_net::{FetchRequest, GuardedClient, SsrfPolicy};
+use comis_net::{GuardedClient, SsrfPolicy};
 use comis_secrets::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, CircuitBreaker, jitter};
 use crate::config::{DISCORD_API_BASE, DISCORD_GATEWAY_URL, DiscordConfig};
+use crate::text::{LenUnit, split_message};
 use crate::web_common::{
-    BREAKER_COOLDOWN, Backoff, Breaker, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, RunState,
-    bound_text, chunk, client_for, is_numeric_id, jitter, unit_char,
+    MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT, RunState, api_breaker, bound_text, check_circuit,
+    client_for, is_numeric_id, json_post, record_exchange,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -88,7 +90,7 @@ pub struct DiscordChannel {
     session: Mutex<Session>,
     /// Channel id → when its bucket refills.
     buckets: tokio::sync::Mutex<HashMap<String, Instant>>,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
 }
 
 fn protocol(reason: impl Into<String>) -> ChannelError {
@@ -165,7 +167,7 @@ impl DiscordChannel {
             state: RunState::new(),
             session: Mutex::new(Session::default()),
             buckets: tokio::sync::Mutex::new(HashMap::new()),
-            breaker: Breaker::new(BREAKER_COOLDOWN),
+            breaker: api_breaker(),
         })
     }
 
@@ -208,10 +210,10 @@ impl DiscordChannel {
                         s.seq = None;
                         s.resume_url = None;
                     }
-                    wait.unwrap_or_else(|| backoff.next_wait())
+                    wait.unwrap_or_else(|| backoff.next_delay())
                 }
                 Err(e @ ChannelError::Config { .. }) => return Err(e),
-                Err(_) => backoff.next_wait(),
+                Err(_) => backoff.next_delay(),
             };
             self.state.set_health(Health::Reconnecting);
             self.pause(wait).await;
@@ -445,24 +447,14 @@ impl DiscordChannel {
                     tokio::time::sleep_until(t).await;
                 }
             }
-            let req = FetchRequest {
-                method: "POST".into(),
-                url: format!("{}/channels/{channel}/messages", self.base),
-                headers: vec![
-                    (
-                        "authorization".into(),
-                        format!("Bot {}", self.token.expose_secret()),
-                    ),
-                    ("content-type".into(), "application/json".into()),
-                ],
-                body: Some(body.to_string().into_bytes()),
-                sensitive_headers: Vec::new(),
-                context: None,
-            };
-            self.breaker.check(NAME)?;
+            let req = json_post(
+                format!("{}/channels/{channel}/messages", self.base),
+                body,
+                Some(format!("Bot {}", self.token.expose_secret())),
+            );
+            check_circuit(&self.breaker, NAME)?;
             let resp = self.client.fetch(req).await;
-            self.breaker
-                .record(resp.as_ref().map_or(true, |r| r.status >= 500));
+            record_exchange(&self.breaker, &resp);
             let resp = resp.map_err(|e| transport(e.to_string()))?;
             let h = |name: &str| {
                 resp.headers
@@ -511,7 +503,7 @@ impl DiscordChannel {
             return Err(protocol("chat is not a Discord channel id"));
         }
         let reply_to = message.in_reply_to.as_deref().filter(|r| is_numeric_id(r));
-        for (i, piece) in chunk(&message.text, MAX_MESSAGE_LEN, unit_char)
+        for (i, piece) in split_message(&message.text, MAX_MESSAGE_LEN, LenUnit::Chars)
             .into_iter()
             .enumerate()
         {
@@ -654,14 +646,9 @@ impl Channel for DiscordChannel {
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
         Box::pin(async move {
-            self.state.start(inbound.clone());
-            let r = self.run_inner(&inbound).await;
-            self.state.finish(if r.is_ok() {
-                Health::Stopped
-            } else {
-                Health::Failed
-            });
-            r
+            self.state
+                .supervise(inbound.clone(), self.run_inner(&inbound))
+                .await
         })
     }
 

@@ -44,7 +44,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, health_after_session};
 use crate::config::{AllowMode, EmailConfig};
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -715,7 +715,7 @@ fn random_token() -> String {
     let mut bytes = [0u8; 12];
     // Without OS randomness the id is still unique enough per process: a counter would do.
     let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    comis_guard::hex::encode(&bytes)
 }
 
 impl Channel for EmailChannel {
@@ -736,17 +736,11 @@ impl Channel for EmailChannel {
             self.set_health(Health::Starting);
             loop {
                 let result = self.session(&inbound, &mut backoff).await;
-                if matches!(result, Ok(true)) || inbound.is_closed() {
-                    self.set_health(Health::Stopped);
+                let health = health_after_session(&result, &inbound);
+                self.set_health(health);
+                if health == Health::Stopped {
                     return Ok(());
                 }
-                // A refusal (bad password, SASL refused) will not fix itself: show it as failed
-                // while still retrying, so `comis daemon status` points at the config.
-                self.set_health(if matches!(result, Err(ChannelError::Api { .. })) {
-                    Health::Failed
-                } else {
-                    Health::Reconnecting
-                });
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         })

@@ -28,7 +28,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::backoff::{Backoff, TokenBucket};
+use crate::backoff::{Backoff, TokenBucket, health_after_session};
 use crate::config::IrcConfig;
 use crate::text::{LenUnit, split_message};
 use crate::{
@@ -714,17 +714,11 @@ impl Channel for IrcChannel {
                 if let Ok(mut g) = self.outbox.lock() {
                     *g = None;
                 }
-                if matches!(result, Ok(true)) || inbound.is_closed() {
-                    self.set_health(Health::Stopped);
+                let health = health_after_session(&result, &inbound);
+                self.set_health(health);
+                if health == Health::Stopped {
                     return Ok(());
                 }
-                // A refusal (bad password, SASL refused) will not fix itself: show it as failed
-                // while still retrying, so `comis daemon status` points at the config.
-                self.set_health(if matches!(result, Err(ChannelError::Api { .. })) {
-                    Health::Failed
-                } else {
-                    Health::Reconnecting
-                });
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         })

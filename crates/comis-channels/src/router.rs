@@ -27,8 +27,8 @@ use comis_agent::event::{Event, EventBus, EventKind, Outcome};
 use comis_agent::runtime::{Origin, TurnRequest};
 use comis_guard::unicode::display_safe;
 use comis_guard::wrap::{SourceKind, WrapOptions, wrap};
-use tokio::time::Instant;
 
+use crate::backoff::{CircuitBreaker, CircuitChange};
 use crate::filter::SenderFilter;
 use crate::{BoxFuture, Channel, ChannelError, Health, InboundMessage, OutboundMessage};
 
@@ -56,16 +56,9 @@ pub const MAX_CONCURRENT_DISPATCHES: usize = 16;
 const EVENT_FIELD_MAX: usize = 200;
 
 /// Consecutive send failures that open a channel's circuit.
-pub const BREAKER_THRESHOLD: u32 = 5;
+pub use crate::backoff::BREAKER_THRESHOLD;
 /// How long an open circuit stays open.
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(60);
-
-/// Per-channel circuit breaker on platform API failures.
-#[derive(Debug, Default)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-}
 
 /// What happened to one inbound message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +117,8 @@ struct Binding {
     channel: Arc<dyn Channel>,
     filter: SenderFilter,
     agent: String,
-    breaker: Mutex<Breaker>,
+    /// Per-channel breaker on failed sends.
+    breaker: CircuitBreaker,
 }
 
 /// Routes inbound messages of all bound channels.
@@ -180,7 +174,7 @@ impl Router {
                 channel,
                 filter: SenderFilter::new(allow_from),
                 agent: agent.unwrap_or(&self.default_agent).to_owned(),
-                breaker: Mutex::new(Breaker::default()),
+                breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
             },
         );
     }
@@ -299,11 +293,7 @@ impl Router {
         if text.trim().is_empty() {
             return Dispatch::Replied;
         }
-        let now = Instant::now();
-        let open = lock(&binding.breaker)
-            .open_until
-            .is_some_and(|until| now < until);
-        if open {
+        if !binding.breaker.allow() {
             return Dispatch::CircuitOpen;
         }
         let result = binding
@@ -315,29 +305,14 @@ impl Router {
                 text,
             })
             .await;
-        let mut breaker = lock(&binding.breaker);
+        match binding.breaker.record(result.is_ok()) {
+            Some(CircuitChange::Opened) => self.circuit_event(binding, "open", Outcome::Failed),
+            Some(CircuitChange::Closed) => self.circuit_event(binding, "closed", Outcome::Allowed),
+            None => {}
+        }
         match result {
-            Ok(()) => {
-                let was_open = breaker.open_until.take().is_some();
-                breaker.failures = 0;
-                drop(breaker);
-                if was_open {
-                    self.circuit_event(binding, "closed", Outcome::Allowed);
-                }
-                Dispatch::Replied
-            }
-            Err(e) => {
-                breaker.failures = breaker.failures.saturating_add(1);
-                let opens = breaker.failures >= BREAKER_THRESHOLD;
-                if opens {
-                    breaker.open_until = Some(Instant::now() + BREAKER_COOLDOWN);
-                }
-                drop(breaker);
-                if opens {
-                    self.circuit_event(binding, "open", Outcome::Failed);
-                }
-                Dispatch::SendFailed(e.to_string())
-            }
+            Ok(()) => Dispatch::Replied,
+            Err(e) => Dispatch::SendFailed(e.to_string()),
         }
     }
 

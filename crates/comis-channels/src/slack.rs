@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comis_net::{FetchRequest, GuardedClient};
+use comis_net::GuardedClient;
 use comis_secrets::{ExposeSecret, SecretString};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -30,11 +30,12 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::backoff::{Backoff, CircuitBreaker};
 use crate::config::{SLACK_API_BASE, SlackConfig};
+use crate::text::{LenUnit, split_message};
 use crate::web_common::{
-    BREAKER_COOLDOWN, Backoff, Breaker, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT,
-    MAX_WEBHOOK_BODY, RunState, WebhookReply, bound_text, chunk, client_for, header, hex,
-    unit_char,
+    CallError, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply, api_breaker,
+    bound_text, check_circuit, client_for, header, json_post, record_exchange, retry_rate_limited,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -61,7 +62,7 @@ pub struct SlackChannel {
     /// Signature → request timestamp, for the replay window.
     seen: Mutex<HashMap<String, i64>>,
     bot_user: Mutex<Option<String>>,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
 }
 
 fn err_api(reason: impl Into<String>) -> ChannelError {
@@ -75,21 +76,6 @@ fn config_err(reason: impl Into<String>) -> ChannelError {
     ChannelError::Config {
         channel: NAME.into(),
         reason: reason.into(),
-    }
-}
-
-enum CallError {
-    RateLimited(Duration),
-    Fatal(ChannelError),
-    Other(ChannelError),
-}
-
-impl CallError {
-    fn into_channel(self) -> ChannelError {
-        match self {
-            CallError::RateLimited(d) => err_api(format!("rate limited for {} s", d.as_secs())),
-            CallError::Fatal(e) | CallError::Other(e) => e,
-        }
     }
 }
 
@@ -135,7 +121,7 @@ impl SlackChannel {
             state: RunState::new(),
             seen: Mutex::new(HashMap::new()),
             bot_user: Mutex::new(None),
-            breaker: Breaker::new(BREAKER_COOLDOWN),
+            breaker: api_breaker(),
         })
     }
 
@@ -159,7 +145,10 @@ impl SlackChannel {
         mac.update(timestamp.as_bytes());
         mac.update(b":");
         mac.update(body);
-        Some(format!("v0={}", hex(&mac.finalize().into_bytes())))
+        Some(format!(
+            "v0={}",
+            comis_guard::hex::encode(&mac.finalize().into_bytes())
+        ))
     }
 
     /// Checks signature, window and replay; `Err(reply)` says why not.
@@ -293,27 +282,14 @@ impl SlackChannel {
 
     /// POSTs `body` to Web API `method`; `Ok(response)` when Slack says `ok`.
     async fn call(&self, method: &str, body: &Value) -> Result<Value, CallError> {
-        let req = FetchRequest {
-            method: "POST".into(),
-            url: format!("{}/{method}", self.base),
-            headers: vec![
-                (
-                    "authorization".into(),
-                    format!("Bearer {}", self.token.expose_secret()),
-                ),
-                (
-                    "content-type".into(),
-                    "application/json; charset=utf-8".into(),
-                ),
-            ],
-            body: Some(body.to_string().into_bytes()),
-            sensitive_headers: Vec::new(),
-            context: None,
-        };
-        self.breaker.check(NAME).map_err(CallError::Other)?;
+        let req = json_post(
+            format!("{}/{method}", self.base),
+            body,
+            Some(format!("Bearer {}", self.token.expose_secret())),
+        );
+        check_circuit(&self.breaker, NAME).map_err(CallError::Other)?;
         let resp = self.client.fetch(req).await;
-        self.breaker
-            .record(resp.as_ref().map_or(true, |r| r.status >= 500));
+        record_exchange(&self.breaker, &resp);
         let resp = resp.map_err(|e| {
             CallError::Other(ChannelError::Transport {
                 channel: NAME.into(),
@@ -358,19 +334,7 @@ impl SlackChannel {
     }
 
     async fn call_with_retry(&self, method: &str, body: &Value) -> Result<Value, ChannelError> {
-        let mut tries = 0;
-        loop {
-            match self.call(method, body).await {
-                Ok(v) => return Ok(v),
-                Err(CallError::RateLimited(d))
-                    if tries < MAX_RATE_LIMIT_RETRIES && d <= MAX_RATE_LIMIT_WAIT =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(d).await;
-                }
-                Err(e) => return Err(e.into_channel()),
-            }
-        }
+        retry_rate_limited(NAME, || self.call(method, body)).await
     }
 
     async fn run_inner(&self) -> Result<(), ChannelError> {
@@ -387,7 +351,7 @@ impl SlackChannel {
                 Err(CallError::RateLimited(d)) => self.pause(d.min(MAX_RATE_LIMIT_WAIT)).await,
                 Err(CallError::Other(_)) => {
                     self.state.set_health(Health::Reconnecting);
-                    self.pause(backoff.next_wait()).await;
+                    self.pause(backoff.next_delay()).await;
                 }
             }
             if self.state.is_stopping() {
@@ -423,7 +387,7 @@ impl SlackChannel {
             .thread
             .as_deref()
             .filter(|t| t.len() <= 32 && t.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
-        for piece in chunk(&message.text, MAX_MESSAGE_LEN, unit_char) {
+        for piece in split_message(&message.text, MAX_MESSAGE_LEN, LenUnit::Chars) {
             let mut body = json!({ "channel": message.chat, "text": piece });
             if let Some(t) = thread {
                 body["thread_ts"] = json!(t);
@@ -469,16 +433,7 @@ impl Channel for SlackChannel {
         self: Arc<Self>,
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
-        Box::pin(async move {
-            self.state.start(inbound);
-            let r = self.run_inner().await;
-            self.state.finish(if r.is_ok() {
-                Health::Stopped
-            } else {
-                Health::Failed
-            });
-            r
-        })
+        Box::pin(async move { self.state.supervise(inbound, self.run_inner()).await })
     }
 
     fn send<'a>(&'a self, message: OutboundMessage) -> BoxFuture<'a, Result<(), ChannelError>> {

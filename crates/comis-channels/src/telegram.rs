@@ -19,16 +19,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use comis_net::{FetchRequest, GuardedClient};
+use comis_net::GuardedClient;
 use comis_secrets::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use crate::backoff::{Backoff, CircuitBreaker};
 use crate::config::{TELEGRAM_API_BASE, TelegramConfig};
+use crate::text::{LenUnit, split_message};
 use crate::web_common::{
-    BREAKER_COOLDOWN, Backoff, Breaker, MAX_RATE_LIMIT_RETRIES, MAX_RATE_LIMIT_WAIT,
-    MAX_WEBHOOK_BODY, RunState, WebhookReply, bound_text, chunk, client_for, header, unit_utf16,
+    CallError, MAX_RATE_LIMIT_WAIT, MAX_WEBHOOK_BODY, RunState, WebhookReply, api_breaker,
+    bound_text, check_circuit, client_for, header, json_post, record_exchange, retry_rate_limited,
 };
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
@@ -61,24 +63,7 @@ pub struct TelegramChannel {
     poll_timeout_secs: u32,
     backoff: (Duration, Duration),
     state: RunState,
-    breaker: Breaker,
-}
-
-/// A Bot API failure, before it becomes a [`ChannelError`].
-enum CallError {
-    RateLimited(Duration),
-    /// 401/404: the token is wrong; retrying will not help.
-    Fatal(ChannelError),
-    Other(ChannelError),
-}
-
-impl CallError {
-    fn into_channel(self) -> ChannelError {
-        match self {
-            CallError::RateLimited(d) => api(format!("rate limited for {} s", d.as_secs())),
-            CallError::Fatal(e) | CallError::Other(e) => e,
-        }
-    }
+    breaker: CircuitBreaker,
 }
 
 fn api(reason: impl Into<String>) -> ChannelError {
@@ -145,7 +130,7 @@ impl TelegramChannel {
             poll_timeout_secs: 25,
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
             state: RunState::new(),
-            breaker: Breaker::new(BREAKER_COOLDOWN),
+            breaker: api_breaker(),
         })
     }
 
@@ -176,18 +161,10 @@ impl TelegramChannel {
     /// Calls `method` with a JSON body; `Ok(result)` when Telegram says `ok`.
     async fn call(&self, method: &str, body: &Value) -> Result<Value, CallError> {
         let url = format!("{}/bot{}/{method}", self.base, self.token.expose_secret());
-        let req = FetchRequest {
-            method: "POST".into(),
-            url,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Some(body.to_string().into_bytes()),
-            sensitive_headers: Vec::new(),
-            context: None,
-        };
-        self.breaker.check(NAME).map_err(CallError::Other)?;
+        let req = json_post(url, body, None);
+        check_circuit(&self.breaker, NAME).map_err(CallError::Other)?;
         let resp = self.client.fetch(req).await;
-        self.breaker
-            .record(resp.as_ref().map_or(true, |r| r.status >= 500));
+        record_exchange(&self.breaker, &resp);
         let resp = resp.map_err(|e| {
             CallError::Other(ChannelError::Transport {
                 channel: NAME.into(),
@@ -229,19 +206,7 @@ impl TelegramChannel {
 
     /// [`call`](Self::call), waiting out rate limits a few times.
     async fn call_with_retry(&self, method: &str, body: &Value) -> Result<Value, ChannelError> {
-        let mut tries = 0;
-        loop {
-            match self.call(method, body).await {
-                Ok(v) => return Ok(v),
-                Err(CallError::RateLimited(d))
-                    if tries < MAX_RATE_LIMIT_RETRIES && d <= MAX_RATE_LIMIT_WAIT =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(d).await;
-                }
-                Err(e) => return Err(e.into_channel()),
-            }
-        }
+        retry_rate_limited(NAME, || self.call(method, body)).await
     }
 
     /// Handles one webhook request (the gateway mounts this at its Telegram webhook path and
@@ -282,14 +247,7 @@ impl TelegramChannel {
                 self.token.expose_secret()
             );
             rt.spawn(async move {
-                let req = FetchRequest {
-                    method: "POST".into(),
-                    url,
-                    headers: vec![("content-type".into(), "application/json".into())],
-                    body: Some(body.to_string().into_bytes()),
-                    sensitive_headers: Vec::new(),
-                    context: None,
-                };
+                let req = json_post(url, &body, None);
                 let _ = client.fetch(req).await;
             });
         }
@@ -398,7 +356,7 @@ impl TelegramChannel {
                     Err(CallError::RateLimited(d)) => self.pause(d).await,
                     Err(CallError::Other(_)) => {
                         self.state.set_health(Health::Reconnecting);
-                        self.pause(backoff.next_wait()).await;
+                        self.pause(backoff.next_delay()).await;
                     }
                 }
                 if self.state.is_stopping() {
@@ -433,14 +391,14 @@ impl TelegramChannel {
                 }
                 Err(CallError::Other(_)) => {
                     self.state.set_health(Health::Reconnecting);
-                    self.pause(backoff.next_wait()).await;
+                    self.pause(backoff.next_delay()).await;
                     continue;
                 }
             };
             self.state.set_health(Health::Connected);
             backoff.reset();
             let Some(list) = updates.as_array() else {
-                self.pause(backoff.next_wait()).await;
+                self.pause(backoff.next_delay()).await;
                 continue;
             };
             for update in list {
@@ -505,7 +463,7 @@ impl TelegramChannel {
         markup: Option<Value>,
     ) -> Result<(), ChannelError> {
         let chat = chat_id(&message.chat)?;
-        let pieces = chunk(&message.text, MAX_MESSAGE_LEN, unit_utf16);
+        let pieces = split_message(&message.text, MAX_MESSAGE_LEN, LenUnit::Utf16);
         let last = pieces.len().saturating_sub(1);
         for (i, piece) in pieces.into_iter().enumerate() {
             let mut body = json!({ "chat_id": chat, "text": piece });
@@ -621,14 +579,9 @@ impl Channel for TelegramChannel {
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
         Box::pin(async move {
-            self.state.start(inbound.clone());
-            let r = self.run_inner(&inbound).await;
-            self.state.finish(if r.is_ok() {
-                Health::Stopped
-            } else {
-                Health::Failed
-            });
-            r
+            self.state
+                .supervise(inbound.clone(), self.run_inner(&inbound))
+                .await
         })
     }
 

@@ -1,15 +1,38 @@
 //! Text helpers every adapter shares: splitting replies to a platform's limit.
 //!
-//! Guarantees: every chunk is non-empty and within the limit (in characters or UTF-8 bytes, as
-//! asked); chunks are cut on character boundaries, at a line break when one is in reach, else
+//! Guarantees: every chunk is non-empty and within the limit (in characters, UTF-8 bytes or
+//! UTF-16 code units, as the platform counts); chunks are cut on character boundaries, at a line break when one is in reach, else
 //! at a space, else hard; concatenating the chunks gives back the text apart from the break
 //! characters cut at. Does not know any markup: a code block may be split in the middle.
 
 /// How a platform counts its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LenUnit {
+    /// Unicode scalar values (Discord, Slack).
     Chars,
+    /// UTF-8 bytes (IRC's line limit).
     Bytes,
+    /// UTF-16 code units (Telegram): a character outside the BMP, such as most emoji, counts 2.
+    Utf16,
+}
+
+impl LenUnit {
+    /// The size of `c` in this unit.
+    pub fn of(self, c: char) -> usize {
+        match self {
+            LenUnit::Chars => 1,
+            LenUnit::Bytes => c.len_utf8(),
+            LenUnit::Utf16 => c.len_utf16(),
+        }
+    }
+
+    /// The length of `s` in this unit.
+    pub fn measure(self, s: &str) -> usize {
+        match self {
+            LenUnit::Bytes => s.len(),
+            _ => s.chars().map(|c| self.of(c)).sum(),
+        }
+    }
 }
 
 /// Splits `text` into chunks of at most `max` units. A `max` of 0 is treated as 1.
@@ -62,12 +85,9 @@ fn push_nonempty(out: &mut Vec<String>, s: &str) {
 fn prefix_end(s: &str, max: usize, unit: LenUnit) -> usize {
     let mut used = 0usize;
     for (i, c) in s.char_indices() {
-        let len = match unit {
-            LenUnit::Chars => 1,
-            LenUnit::Bytes => c.len_utf8(),
-        };
+        let len = unit.of(c);
         if used + len > max {
-            // A single character larger than the byte limit still has to go somewhere.
+            // A single character larger than the limit still has to go somewhere.
             return if i == 0 { c.len_utf8() } else { i };
         }
         used += len;
@@ -108,14 +128,24 @@ mod tests {
         assert_eq!(chunks, ["é", "é", "é", "é", "é"]);
     }
 
+    #[test]
+    fn utf16_limit_counts_astral_characters_twice() {
+        // Telegram's 4096 UTF-16 units hold only 2048 emoji.
+        let chunks = split_message(&"😀".repeat(4096), 4096, LenUnit::Utf16);
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.iter().all(|c| c.chars().count() == 2048));
+        assert_eq!(split_message("😀😀", 1, LenUnit::Utf16), ["😀", "😀"]);
+        assert_eq!(LenUnit::Utf16.measure("a😀é"), 4);
+    }
+
     proptest! {
         #[test]
         fn chunks_respect_the_limit(text in ".{0,300}", max in 1usize..50) {
-            for unit in [LenUnit::Chars, LenUnit::Bytes] {
+            for unit in [LenUnit::Chars, LenUnit::Bytes, LenUnit::Utf16] {
                 let chunks = split_message(&text, max, unit);
                 for c in &chunks {
                     prop_assert!(!c.is_empty());
-                    let len = match unit { LenUnit::Chars => c.chars().count(), LenUnit::Bytes => c.len() };
+                    let len = unit.measure(c);
                     let one_char = c.chars().count() == 1;
                     prop_assert!(len <= max || one_char, "chunk {c:?} over {max}");
                 }

@@ -1,24 +1,23 @@
 //! What the HTTP-API adapters (Telegram, Slack, Discord) share: the guarded client for a
-//! configured API base, chunking to a platform limit, reconnect backoff with jitter, the run
-//! state (health, stop signal, inbound sender), inbound text bounds, the webhook reply and the
-//! circuit breaker on platform API failures.
+//! configured API base, the run state (health, stop signal, inbound sender), inbound text
+//! bounds, the webhook reply and what counts as a failure for the circuit breaker on platform
+//! API calls.
 //!
-//! **Guarantees.** Chunks never exceed the limit in the platform's own unit and concatenate
-//! back to the original text; backoff waits grow to a cap and are jittered; the API base host
-//! is the only exception added to the operator's SSRF allow-list.
+//! **Guarantees.** The API base host is the only exception added to the operator's SSRF
+//! allow-list; only transport errors and 5xx answers count against the platform.
 //!
-//! **Does not** filter senders or dedup events (the router does), or guard text (the daemon
-//! runs the arrival checkpoint and the output guard).
-//!
-//! NOTE for the lead: the router helper builds chunking/backoff helpers in parallel; this module
-//! holds private ones so the web adapters stand alone. Dedupe at merge.
+//! **Does not** filter senders or dedup events (the router does), guard text (the daemon runs
+//! the arrival checkpoint and the output guard), or chunk and pace (the crate-wide
+//! [`crate::text`] and [`crate::backoff`] do, for every adapter).
 
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use comis_net::{ClientConfig, GuardedClient, SsrfPolicy};
+use comis_net::{ClientConfig, FetchRequest, FetchResponse, GuardedClient, NetError, SsrfPolicy};
 use tokio::sync::{mpsc, watch};
 
+use crate::backoff::{BREAKER_THRESHOLD, CircuitBreaker};
 use crate::{ChannelError, Health, InboundMessage, InboundSender};
 
 /// Longest inbound text kept, in characters; longer text is cut and marked `truncated`
@@ -33,6 +32,77 @@ pub(crate) const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// Retries of one request after a rate-limit answer.
 pub(crate) const MAX_RATE_LIMIT_RETRIES: u32 = 3;
+
+/// A JSON `POST` of `body` to `url`, with `authorization` when the platform takes its token
+/// in a header (Telegram's is in the path). The charset is explicit because Slack warns
+/// without it; the others accept it.
+pub(crate) fn json_post(
+    url: String,
+    body: &serde_json::Value,
+    authorization: Option<String>,
+) -> FetchRequest {
+    let mut headers = vec![(
+        "content-type".to_owned(),
+        "application/json; charset=utf-8".to_owned(),
+    )];
+    if let Some(auth) = authorization {
+        headers.push(("authorization".to_owned(), auth));
+    }
+    FetchRequest {
+        method: "POST".into(),
+        url,
+        headers,
+        body: Some(body.to_string().into_bytes()),
+        sensitive_headers: Vec::new(),
+        context: None,
+    }
+}
+
+/// A platform API failure, before it becomes a [`ChannelError`].
+pub(crate) enum CallError {
+    /// The platform asked to wait this long before the next call.
+    RateLimited(Duration),
+    /// The credentials are refused (revoked token); retrying will not help.
+    Fatal(ChannelError),
+    Other(ChannelError),
+}
+
+impl CallError {
+    pub(crate) fn into_channel(self, channel: &str) -> ChannelError {
+        match self {
+            CallError::RateLimited(d) => ChannelError::Api {
+                channel: channel.to_owned(),
+                reason: format!("rate limited for {} s", d.as_secs()),
+            },
+            CallError::Fatal(e) | CallError::Other(e) => e,
+        }
+    }
+}
+
+/// Runs `call`, waiting out a rate-limit answer and calling again, at most
+/// [`MAX_RATE_LIMIT_RETRIES`] times and only for waits up to [`MAX_RATE_LIMIT_WAIT`].
+pub(crate) async fn retry_rate_limited<T, F, Fut>(
+    channel: &str,
+    mut call: F,
+) -> Result<T, ChannelError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(CallError::RateLimited(d))
+                if tries < MAX_RATE_LIMIT_RETRIES && d <= MAX_RATE_LIMIT_WAIT =>
+            {
+                tries += 1;
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e.into_channel(channel)),
+        }
+    }
+}
 
 /// What the gateway answers a platform's webhook request with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,102 +195,11 @@ fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-/// Splits `text` into pieces of at most `max` units (`unit` gives a char's size), preferring
-/// to cut after a newline, then after whitespace, in the second half of a piece. The pieces
-/// concatenate to `text`. Empty text gives no pieces.
-pub(crate) fn chunk(text: &str, max: usize, unit: fn(char) -> usize) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < chars.len() {
-        let mut used = 0;
-        let mut end = start;
-        while end < chars.len() && used + unit(chars[end]) <= max {
-            used += unit(chars[end]);
-            end += 1;
-        }
-        if end == chars.len() {
-            out.push(chars[start..].iter().collect());
-            break;
-        }
-        if end == start {
-            // A limit smaller than one char: never loop forever.
-            end = start + 1;
-        }
-        let half = start + (end - start) / 2;
-        let after = |pred: fn(char) -> bool| (half + 1..end).rev().find(|&i| pred(chars[i - 1]));
-        let cut = after(|c| c == '\n')
-            .or_else(|| after(char::is_whitespace))
-            .unwrap_or(end);
-        out.push(chars[start..cut].iter().collect());
-        start = cut;
-    }
-    out
-}
-
-/// One char as one unit (Discord, Slack).
-pub(crate) fn unit_char(_: char) -> usize {
-    1
-}
-
-/// A char's UTF-16 length (Telegram counts UTF-16 code units).
-pub(crate) fn unit_utf16(c: char) -> usize {
-    c.len_utf16()
-}
-
 /// Cuts inbound text to [`MAX_INBOUND_CHARS`]; `true` when it was cut.
 pub(crate) fn bound_text(text: &str) -> (String, bool) {
     match text.char_indices().nth(MAX_INBOUND_CHARS) {
         Some((i, _)) => (text[..i].to_owned(), true),
         None => (text.to_owned(), false),
-    }
-}
-
-/// A random number, for jitter (falls back to the clock if the OS has no randomness to give).
-pub(crate) fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_ok() {
-        return u64::from_le_bytes(b);
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()))
-}
-
-/// `d` scaled by a random factor in `[0, 1)`.
-pub(crate) fn jitter(d: Duration) -> Duration {
-    let frac = (random_u64() % 10_000) as f64 / 10_000.0;
-    d.mul_f64(frac)
-}
-
-/// Exponential backoff with jitter: the n-th wait is in `[b/2, b]` for `b = min(base·2ⁿ, max)`.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub(crate) fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            attempt: 0,
-        }
-    }
-
-    pub(crate) fn next_wait(&mut self) -> Duration {
-        let b = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        b / 2 + jitter(b / 2)
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
 
@@ -254,6 +233,23 @@ impl RunState {
         self.stop.send_replace(false);
         self.set_health(Health::Starting);
         *self.inbound.lock().unwrap_or_else(PoisonError::into_inner) = Some(inbound);
+    }
+
+    /// Runs an adapter's `run` body between [`start`](Self::start) and
+    /// [`finish`](Self::finish): health ends `Stopped` when it returns `Ok`, else `Failed`.
+    pub(crate) async fn supervise(
+        &self,
+        inbound: InboundSender,
+        body: impl Future<Output = Result<(), ChannelError>>,
+    ) -> Result<(), ChannelError> {
+        self.start(inbound);
+        let r = body.await;
+        self.finish(if r.is_ok() {
+            Health::Stopped
+        } else {
+            Health::Failed
+        });
+        r
     }
 
     /// Marks the end of `run`.
@@ -301,70 +297,31 @@ impl RunState {
     }
 }
 
-/// Consecutive failed sends that open the breaker.
-pub(crate) const BREAKER_THRESHOLD: u32 = 5;
-/// How long an open breaker refuses sends before letting one through.
-pub(crate) const BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+/// How long a platform API's open circuit refuses calls before one probe goes through.
+pub(crate) const API_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 
-/// A circuit breaker on a platform API: after [`BREAKER_THRESHOLD`] consecutive failures
-/// (transport errors, 5xx), sends fail at once for [`BREAKER_COOLDOWN`]; then one is let
-/// through, and its success closes the breaker. Refusals by the platform (4xx: bad channel,
-/// missing permission) are the caller's problem, not the platform's, and do not count.
-#[derive(Debug)]
-pub(crate) struct Breaker {
-    inner: Mutex<(u32, Option<tokio::time::Instant>)>,
-    cooldown: Duration,
+/// A circuit breaker on a platform API: transport errors and 5xx answers count as failures;
+/// refusals by the platform (4xx: bad channel, missing permission) are the caller's problem,
+/// not the platform's, and count as answers.
+pub(crate) fn api_breaker() -> CircuitBreaker {
+    CircuitBreaker::new(BREAKER_THRESHOLD, API_BREAKER_COOLDOWN)
 }
 
-impl Breaker {
-    pub(crate) fn new(cooldown: Duration) -> Self {
-        Self {
-            inner: Mutex::new((0, None)),
-            cooldown,
-        }
-    }
-
-    /// `Err` while open.
-    pub(crate) fn check(&self, channel: &str) -> Result<(), ChannelError> {
-        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        match g.1 {
-            Some(until) if tokio::time::Instant::now() < until => Err(ChannelError::Api {
-                channel: channel.to_owned(),
-                reason: "circuit open after repeated platform failures".into(),
-            }),
-            Some(_) => {
-                // Half-open: this one attempt decides; another failure reopens at once.
-                g.1 = None;
-                g.0 = BREAKER_THRESHOLD.saturating_sub(1);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Records one exchange: `failed` for a transport error or a 5xx answer.
-    pub(crate) fn record(&self, failed: bool) {
-        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if failed {
-            g.0 = g.0.saturating_add(1);
-            if g.0 >= BREAKER_THRESHOLD {
-                g.1 = Some(tokio::time::Instant::now() + self.cooldown);
-            }
-        } else {
-            *g = (0, None);
-        }
+/// `Err` while the platform API's circuit is open.
+pub(crate) fn check_circuit(breaker: &CircuitBreaker, channel: &str) -> Result<(), ChannelError> {
+    if breaker.allow() {
+        Ok(())
+    } else {
+        Err(ChannelError::Api {
+            channel: channel.to_owned(),
+            reason: "circuit open after repeated platform failures".into(),
+        })
     }
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
+/// Records one API exchange: a transport error or a 5xx answer is a platform failure.
+pub(crate) fn record_exchange(breaker: &CircuitBreaker, resp: &Result<FetchResponse, NetError>) {
+    breaker.record(resp.as_ref().is_ok_and(|r| r.status < 500));
 }
 
 /// Whether `s` is a non-empty run of ASCII digits no longer than 32 (a platform numeric id).
@@ -376,47 +333,6 @@ pub(crate) fn is_numeric_id(s: &str) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-
-    #[test]
-    fn chunks_respect_the_limit_and_rejoin() {
-        let text = "word ".repeat(3000) + &"x".repeat(9000) + "\nend";
-        for (max, unit) in [(2000, unit_char as fn(char) -> usize), (4096, unit_utf16)] {
-            let pieces = chunk(&text, max, unit);
-            assert!(pieces.len() > 1);
-            assert!(
-                pieces
-                    .iter()
-                    .all(|p| p.chars().map(unit).sum::<usize>() <= max)
-            );
-            assert_eq!(pieces.concat(), text);
-        }
-        // Astral chars are two UTF-16 units: 4096 of them need two Telegram messages.
-        let emoji = "😀".repeat(4096);
-        let pieces = chunk(&emoji, 4096, unit_utf16);
-        assert_eq!(pieces.len(), 2);
-        assert_eq!(pieces[0].chars().count(), 2048);
-        assert!(chunk("", 10, unit_char).is_empty());
-        assert_eq!(chunk("abc", 0, unit_char).concat(), "abc");
-    }
-
-    #[test]
-    fn prefers_newlines_then_spaces() {
-        let pieces = chunk("aaaa bbbb\ncccc dddd", 12, unit_char);
-        assert_eq!(pieces[0], "aaaa bbbb\n");
-        let pieces = chunk("aaaa bbbb cccc", 12, unit_char);
-        assert_eq!(pieces[0], "aaaa bbbb ");
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let waits: Vec<_> = (0..8).map(|_| b.next_wait()).collect();
-        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100));
-        assert!(waits.iter().all(|w| *w <= Duration::from_secs(1)));
-        assert!(waits[7] >= Duration::from_millis(500));
-        b.reset();
-        assert!(b.next_wait() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn api_base_hosts() {
@@ -433,37 +349,6 @@ mod tests {
         assert_eq!(url_host("nope"), None);
         assert!(client_for("t", &[("http://127.0.0.1:1/", "https://a.example")], &[]).is_ok());
         assert!(client_for("t", &[("garbage", "https://a.example")], &[]).is_err());
-    }
-
-    #[test]
-    fn breaker_opens_after_repeated_failures_and_a_success_closes_it() {
-        let b = Breaker::new(Duration::from_secs(60));
-        for _ in 0..BREAKER_THRESHOLD - 1 {
-            b.record(true);
-            assert!(b.check("x").is_ok());
-        }
-        b.record(false);
-        for _ in 0..BREAKER_THRESHOLD - 1 {
-            b.record(true);
-        }
-        assert!(b.check("x").is_ok(), "a success reset the count");
-        b.record(true);
-        assert!(
-            b.check("x")
-                .unwrap_err()
-                .to_string()
-                .contains("circuit open")
-        );
-        // Cooldown over (zero here): one attempt goes through; its failure reopens at once,
-        // its success closes.
-        let b = Breaker::new(Duration::ZERO);
-        for _ in 0..BREAKER_THRESHOLD {
-            b.record(true);
-        }
-        assert!(b.check("x").is_ok());
-        b.record(false);
-        b.record(true);
-        assert!(b.check("x").is_ok(), "closed: one failure does not reopen");
     }
 
     #[test]

@@ -97,6 +97,35 @@ async fn wait_for_sent(dir: &Path, n: usize) -> Vec<Vec<u8>> {
     panic!("fewer than {n} replies after 60 s");
 }
 
+/// The dovecot binary and a fresh directory with the bot's mail store and password file; None,
+/// after saying so, when dovecot or aiosmtpd is not installed.
+fn mail_dir() -> Option<(PathBuf, tempfile::TempDir)> {
+    let (Some(dovecot), true) = (
+        which("dovecot"),
+        Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir(),
+    ) else {
+        eprintln!(
+            "SKIPPED: dovecot-imapd or python3-aiosmtpd is not installed (scripts/deps installs them)"
+        );
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // dovecot drops to its own users: they must reach the directory and write the store.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(dir.path().join("mail")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("mail"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("passwd"),
+        "bot@example.test:{PLAIN}s3cret\n",
+    )
+    .unwrap();
+    Some((dovecot, dir))
+}
+
 /// dovecot (plain IMAP on loopback, `extra` appended to its config) and aiosmtpd (plain SMTP
 /// into the `sent` maildir). None, after saying so, when either is not installed.
 struct PlainServers {
@@ -109,29 +138,7 @@ struct PlainServers {
 
 impl PlainServers {
     async fn start(extra: &str) -> Option<PlainServers> {
-        let (Some(dovecot), true) = (
-            which("dovecot"),
-            Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir(),
-        ) else {
-            eprintln!(
-                "SKIPPED: dovecot-imapd or python3-aiosmtpd is not installed (scripts/deps installs them)"
-            );
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        // dovecot drops to its own users: they must reach the directory and write the store.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::create_dir(dir.path().join("mail")).unwrap();
-        std::fs::set_permissions(
-            dir.path().join("mail"),
-            std::fs::Permissions::from_mode(0o777),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("passwd"),
-            "bot@example.test:{PLAIN}s3cret\n",
-        )
-        .unwrap();
+        let (dovecot, dir) = mail_dir()?;
         let imap_port = free_port();
         let smtp_port = free_port();
         let conf = dir.path().join("dovecot.conf");
@@ -192,17 +199,14 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
     let (dir, imap_port, sent) = (servers.dir.path(), servers.imap_port, servers.sent.clone());
 
     // One mail waits before the bot starts (the first drain), the rest arrive while it IDLEs.
-    append(
-        imap_port,
-        &mail(
-            "Alice <alice@example.test>",
-            "q1@example.test",
-            "Question",
-            "",
-            "What is 2+2?",
-        ),
-    )
-    .await;
+    let question = mail(
+        "Alice <alice@example.test>",
+        "q1@example.test",
+        "Question",
+        "",
+        "What is 2+2?",
+    );
+    append(imap_port, &question).await;
 
     let store = Arc::new(comis_store::Store::open(&dir.join("comis.db")).unwrap());
     let recorder = Arc::new(Recorder::default());
@@ -306,17 +310,7 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
     );
 
     // The first question delivered again (a redelivery with the same Message-ID): no answer.
-    append(
-        imap_port,
-        &mail(
-            "Alice <alice@example.test>",
-            "q1@example.test",
-            "Question",
-            "",
-            "What is 2+2?",
-        ),
-    )
-    .await;
+    append(imap_port, &question).await;
     // Hostile mail: no sender at all, a broken MIME tree, a forged reply chain with CR/LF
     // smuggling in an id. None is answered; the bot carries on.
     append(imap_port, "Subject: nobody\r\n\r\n\u{1}\u{7f} junk\r\n").await;
@@ -407,45 +401,11 @@ async fn allowed_sender_gets_a_threaded_answer_and_automatic_or_strange_mail_get
 /// both verified against a test CA given as an extra root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_mode_uses_imaps_and_starttls_with_auth() {
-    let (Some(dovecot), true) = (
-        which("dovecot"),
-        Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir(),
-    ) else {
-        eprintln!(
-            "SKIPPED: dovecot-imapd or python3-aiosmtpd is not installed (scripts/deps installs them)"
-        );
+    let Some((dovecot, dir)) = mail_dir() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::create_dir(dir.path().join("mail")).unwrap();
-    std::fs::set_permissions(
-        dir.path().join("mail"),
-        std::fs::Permissions::from_mode(0o777),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("passwd"),
-        "bot@example.test:{PLAIN}s3cret\n",
-    )
-    .unwrap();
 
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "comis test mail CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (ca_pem, cert_file, key_file) = common::localhost_cert(dir.path(), "comis test mail CA");
 
     let imap_port = free_port();
     let smtp_port = free_port();
@@ -482,7 +442,7 @@ async fn secure_mode_uses_imaps_and_starttls_with_auth() {
     wait_for_port(smtp_port, &mut smtp_server).await;
 
     // Deliver the question over IMAPS too (the server has no plain-text port).
-    let roots = comis_net::parse_pem_certs(ca_cert.pem().as_bytes()).unwrap();
+    let roots = comis_net::parse_pem_certs(ca_pem.as_bytes()).unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", imap_port))
         .await
         .unwrap();
@@ -527,7 +487,7 @@ async fn secure_mode_uses_imaps_and_starttls_with_auth() {
     let channel = Arc::new(
         EmailChannel::new(config, EventBus::new(), "default")
             .unwrap()
-            .with_extra_roots_pem(ca_cert.pem().as_bytes())
+            .with_extra_roots_pem(ca_pem.as_bytes())
             .unwrap(),
     );
     let mut router = Router::new("default", EventBus::new(), handler);

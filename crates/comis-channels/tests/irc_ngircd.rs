@@ -93,6 +93,19 @@ impl Client {
     }
 }
 
+/// ngircd in the foreground with config `conf`, killed when the handle drops.
+fn spawn_ngircd(ngircd: &std::path::Path, conf: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(ngircd)
+        .arg("-n")
+        .arg("-f")
+        .arg(conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 fn from_bot_privmsg<'a>(target: &'a str, text: &'a str) -> impl Fn(&Line) -> bool + 'a {
     move |l: &Line| {
         l.command == "PRIVMSG"
@@ -120,15 +133,7 @@ async fn bot_answers_mentions_and_private_messages_and_ignores_strangers() {
         ),
     )
     .unwrap();
-    let mut server = tokio::process::Command::new(ngircd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut server = spawn_ngircd(&ngircd, &conf);
     wait_for_port(port, &mut server).await;
 
     let recorder = Arc::new(Recorder::default());
@@ -300,22 +305,7 @@ async fn tls_is_verified_and_carries_the_conversation() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "comis test IRC CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (ca_pem, cert_file, key_file) = common::localhost_cert(dir.path(), "comis test IRC CA");
     std::fs::set_permissions(
         &key_file,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
@@ -335,15 +325,7 @@ async fn tls_is_verified_and_carries_the_conversation() {
         ),
     )
     .unwrap();
-    let mut server = tokio::process::Command::new(ngircd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut server = spawn_ngircd(&ngircd, &conf);
     wait_for_port(plain_port, &mut server).await;
     wait_for_port(tls_port, &mut server).await;
 
@@ -362,7 +344,7 @@ async fn tls_is_verified_and_carries_the_conversation() {
             ..IrcConfig::default()
         })
         .unwrap()
-        .with_extra_roots_pem(ca_cert.pem().as_bytes())
+        .with_extra_roots_pem(ca_pem.as_bytes())
         .unwrap(),
     );
     let mut router = Router::new("default", EventBus::new(), handler);

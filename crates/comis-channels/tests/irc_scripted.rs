@@ -35,6 +35,21 @@ impl Peer {
     async fn send(&mut self, raw: &[u8]) {
         self.writer.write_all(raw).await.unwrap();
     }
+
+    /// Registration with SASL PLAIN up to the client's credentials (`plain`: their base64),
+    /// answered with numeric `verdict` (903 success, 904 refusal), then `CAP END`.
+    async fn sasl_exchange(&mut self, plain: &str, verdict: &str) {
+        self.expect("CAP REQ :sasl").await;
+        self.expect("NICK comis").await;
+        self.expect("USER comis 0 * :comis").await;
+        self.send(b":srv CAP * ACK :sasl\r\n").await;
+        self.expect("AUTHENTICATE PLAIN").await;
+        self.send(b"AUTHENTICATE +\r\n").await;
+        self.expect(&format!("AUTHENTICATE {plain}")).await;
+        self.send(format!(":srv {verdict} comis :SASL\r\n").as_bytes())
+            .await;
+        self.expect("CAP END").await;
+    }
 }
 
 async fn start(config: IrcConfig) -> (Peer, Arc<IrcChannel>, TcpListener) {
@@ -81,17 +96,8 @@ async fn sasl_plain_then_a_hostile_server_is_absorbed() {
         ..IrcConfig::default()
     })
     .await;
-    server.expect("CAP REQ :sasl").await;
-    server.expect("NICK comis").await;
-    server.expect("USER comis 0 * :comis").await;
-    server.send(b":srv CAP * ACK :sasl\r\n").await;
-    server.expect("AUTHENTICATE PLAIN").await;
-    server.send(b"AUTHENTICATE +\r\n").await;
-    server.expect("AUTHENTICATE Y29taXMAY29taXMAcHc=").await;
-    server
-        .send(b":srv 903 comis :SASL authentication successful\r\n")
-        .await;
-    server.expect("CAP END").await;
+    // "comis\0comis\0pw"
+    server.sasl_exchange("Y29taXMAY29taXMAcHc=", "903").await;
     // Nick taken: the client picks another.
     server
         .send(b":srv 433 * comis :Nickname is already in use\r\n")
@@ -171,17 +177,10 @@ async fn refused_sasl_shows_as_failed_and_is_retried() {
         ..IrcConfig::default()
     })
     .await;
-    server.expect("CAP REQ :sasl").await;
-    server.expect("NICK comis").await;
-    server.expect("USER comis 0 * :comis").await;
-    server.send(b":srv CAP * ACK :sasl\r\n").await;
-    server.expect("AUTHENTICATE PLAIN").await;
-    server.send(b"AUTHENTICATE +\r\n").await;
-    server.expect("AUTHENTICATE Y29taXMAY29taXMAd3Jvbmc=").await;
+    // "comis\0comis\0wrong"
     server
-        .send(b":srv 904 comis :SASL authentication failed\r\n")
+        .sasl_exchange("Y29taXMAY29taXMAd3Jvbmc=", "904")
         .await;
-    server.expect("CAP END").await;
     // The client gives up on this connection and comes back after its backoff.
     let mut again = accept(&listener).await;
     assert_eq!(channel.health(), Health::Failed);

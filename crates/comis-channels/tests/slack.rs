@@ -296,17 +296,17 @@ async fn replies_are_chunked_threaded_and_wait_out_429() {
     let posts = server.requests_to("/chat.postMessage");
     // The first was refused with 429 and repeated.
     assert_eq!(posts[0].json(), posts[1].json());
-    let mut joined = String::new();
+    let mut pieces = Vec::new();
     for p in &posts[1..] {
         let b = p.json();
         let piece = b["text"].as_str().unwrap();
         assert!(piece.chars().count() <= 4000);
         assert_eq!(b["channel"], "C0123");
         assert_eq!(b["thread_ts"], "1700000000.000100");
-        joined.push_str(piece);
+        pieces.push(piece.to_owned());
     }
     assert_eq!(posts.len(), 4);
-    assert_eq!(joined, text);
+    common::assert_rejoins(&pieces, &text);
 
     script.lock().unwrap().push(Reply::json(
         200,

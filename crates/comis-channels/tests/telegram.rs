@@ -213,7 +213,7 @@ async fn send_chunks_at_4096_utf16_units_and_threads_the_reply() {
     .unwrap();
     let sent = server.requests_to("/sendMessage");
     assert!(sent.len() >= 3, "{}", sent.len());
-    let mut joined = String::new();
+    let mut pieces = Vec::new();
     for (i, r) in sent.iter().enumerate() {
         let b = r.json();
         let piece = b["text"].as_str().unwrap();
@@ -222,9 +222,9 @@ async fn send_chunks_at_4096_utf16_units_and_threads_the_reply() {
         assert_eq!(b["message_thread_id"], 7);
         assert!(b.get("parse_mode").is_none());
         assert_eq!(b.get("reply_parameters").is_some(), i == 0);
-        joined.push_str(piece);
+        pieces.push(piece.to_owned());
     }
-    assert_eq!(joined, text);
+    common::assert_rejoins(&pieces, &text);
     assert_eq!(sent[0].json()["reply_parameters"]["message_id"], 55);
 
     // Not a chat id: refused before any request.

@@ -21,6 +21,7 @@
 pub mod canary;
 pub mod classify;
 pub mod finding;
+pub mod hex;
 pub mod input;
 pub mod logscrub;
 pub mod memscan;

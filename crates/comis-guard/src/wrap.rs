@@ -183,12 +183,7 @@ impl Delimiter {
     pub fn random() -> Result<Self, GuardError> {
         let mut bytes = [0u8; DELIMITER_BYTES];
         getrandom::fill(&mut bytes).map_err(|e| GuardError::Random(e.to_string()))?;
-        let mut hex = String::with_capacity(DELIMITER_BYTES * 2);
-        for b in bytes {
-            hex.push(hex_digit(b >> 4));
-            hex.push(hex_digit(b & 0x0f));
-        }
-        Ok(Delimiter(hex))
+        Ok(Delimiter(crate::hex::encode(&bytes)))
     }
 
     /// Accepts exactly 24 hex characters (normalized to lowercase).
@@ -221,10 +216,6 @@ impl fmt::Debug for Delimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Delimiter({})", self.0)
     }
-}
-
-fn hex_digit(nibble: u8) -> char {
-    char::from_digit(u32::from(nibble), 16).unwrap_or('0')
 }
 
 /// Wrapped content, ready to place in a prompt.

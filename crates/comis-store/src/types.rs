@@ -276,15 +276,7 @@ pub(crate) fn random_id() -> Result<String> {
     Ok(hex(&b))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
+pub(crate) use comis_guard::hex::encode as hex;
 
 #[cfg(test)]
 mod tests {

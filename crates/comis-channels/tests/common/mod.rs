@@ -168,3 +168,19 @@ pub async fn recv<T>(rx: &mut tokio::sync::mpsc::Receiver<T>) -> T {
         .expect("no inbound message in 20 s")
         .expect("inbound channel closed")
 }
+
+/// Asserts that `pieces` are `text` cut in order, each cut dropping at most the one break
+/// character it was made at (what `comis_channels::text::split_message` promises).
+pub fn assert_rejoins<S: AsRef<str>>(pieces: &[S], text: &str) {
+    let mut rest = text;
+    for piece in pieces.iter().map(AsRef::as_ref) {
+        assert!(!piece.is_empty(), "empty piece");
+        rest = rest
+            .strip_prefix(piece)
+            .unwrap_or_else(|| panic!("piece {piece:?} is not the next part of the text"));
+        if let Some(c) = rest.chars().next().filter(|c| c.is_whitespace()) {
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    assert!(rest.is_empty(), "text left over: {rest:?}");
+}

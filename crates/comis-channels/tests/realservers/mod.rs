@@ -98,3 +98,26 @@ impl Recorder {
 pub fn data_str<'a>(e: &'a Event, key: &str) -> &'a str {
     e.data.get(key).and_then(|v| v.as_str()).unwrap_or("")
 }
+
+/// A throwaway CA named `ca_name` and a `localhost` certificate it signed, written to
+/// `dir/cert.pem` and `dir/key.pem`. Returns the CA certificate's PEM (the client's extra
+/// root) and the two paths (for the server's config).
+pub fn localhost_cert(dir: &std::path::Path, ca_name: &str) -> (String, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (ca_cert.pem(), cert_file, key_file)
+}
