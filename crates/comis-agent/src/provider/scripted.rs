@@ -8,7 +8,8 @@
 //! the steps before it whose condition does not. A condition looks at the last tool result in
 //! the request (`whenResultContains`, `whenResultIsError`). When the steps run out the provider
 //! answers [`SCRIPT_FINISHED`], or starts over when `repeat` is set (a model that loops forever).
-//! A step with `fail` makes the call fail with a server error (to exercise the fallback path).
+//! A step with `fail` makes the call fail with a server error (to exercise the fallback path);
+//! `echoSystem` answers with the system prompt, as a model steered into leaking it would.
 //!
 //! ```json
 //! {"repeat": false, "steps": [
@@ -64,6 +65,9 @@ pub struct ScriptStep {
     pub when_result_is_error: Option<bool>,
     /// Fail the call with this server error message instead of answering.
     pub fail: Option<String>,
+    /// Answer with the system prompt verbatim (after `text`): a model steered into leaking its
+    /// instructions, canary included — what the output guard must catch.
+    pub echo_system: bool,
 }
 
 /// One tool call: the wire name the model uses and its arguments.
@@ -280,8 +284,12 @@ impl Provider for ScriptedProvider {
                             message: message.clone(),
                         });
                     }
-                    if let Some(t) = &s.text {
-                        content.push(ContentBlock::Text { text: t.clone() });
+                    let mut text = s.text.clone().unwrap_or_default();
+                    if s.echo_system {
+                        text.push_str(&request.system);
+                    }
+                    if !text.is_empty() {
+                        content.push(ContentBlock::Text { text });
                     }
                     for (i, c) in s.tool_calls.iter().enumerate() {
                         content.push(ContentBlock::ToolUse {

@@ -67,8 +67,8 @@ enum DaemonCommand {
 pub fn run(args: DaemonArgs) -> Result<ExitCode, CliError> {
     match args.command {
         DaemonCommand::Start { foreground: true } => daemon::run::run_foreground(),
-        DaemonCommand::Start { foreground: false } => start(),
-        DaemonCommand::Stop { timeout } => stop(Duration::from_secs(timeout)),
+        DaemonCommand::Start { foreground: false } => start(&home::ensure()?),
+        DaemonCommand::Stop { timeout } => stop(&home::path()?, Duration::from_secs(timeout)),
         DaemonCommand::Status { json } => status(json),
         DaemonCommand::Logs { follow, lines } => logs(follow, lines),
         DaemonCommand::InstallService { print } => install_service(print),
@@ -81,8 +81,9 @@ fn configured_log(home: &Path) -> Result<(load::Loaded, PathBuf), ConfigError> {
     Ok((l, p))
 }
 
-fn start() -> Result<ExitCode, CliError> {
-    let home = home::ensure()?;
+/// Starts a background daemon for `home` and waits until it is ready.
+pub(crate) fn start(home: &Path) -> Result<ExitCode, CliError> {
+    let home = home.to_owned();
     let log = match configured_log(&home) {
         Ok((_, log)) => log,
         Err(e @ (ConfigError::Invalid { .. } | ConfigError::Missing { .. })) => {
@@ -161,8 +162,9 @@ fn tail_from(path: &Path, offset: u64) -> String {
     s
 }
 
-fn stop(timeout: Duration) -> Result<ExitCode, CliError> {
-    let home = home::path()?;
+/// Stops the daemon of `home` (SIGTERM, then waits up to `timeout`).
+pub(crate) fn stop(home: &Path, timeout: Duration) -> Result<ExitCode, CliError> {
+    let home = home.to_owned();
     let Some(pid) = daemon::running(&home) else {
         return out("comis daemon is not running\n");
     };

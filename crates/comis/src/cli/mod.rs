@@ -4,6 +4,7 @@
 mod audit;
 mod config;
 mod daemon;
+mod demo;
 mod doctor;
 mod fetch;
 mod guard;
@@ -11,6 +12,7 @@ pub(crate) mod init;
 mod items;
 mod memory;
 mod relay;
+mod rpc;
 mod sandbox;
 mod secrets;
 
@@ -50,6 +52,8 @@ enum Command {
     Config(config::ConfigArgs),
     /// Start, stop and inspect the daemon.
     Daemon(daemon::DaemonArgs),
+    /// Start a throw-away daemon with a prompt-injected agent and show every attack stopped.
+    Demo(demo::DemoArgs),
     /// Check the set-up for insecure settings (and repair what is safe to repair).
     Doctor(doctor::DoctorArgs),
     /// Print a shell completion script.
@@ -88,6 +92,8 @@ fn completions(shell: Shell) -> Result<ExitCode, CliError> {
 /// The one error type of the CLI.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    #[error("gateway: {message} ({code})")]
+    Rpc { code: i64, message: String },
     #[error("{0}")]
     Guard(#[from] comis_guard::GuardError),
     #[error("{0}")]
@@ -130,6 +136,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Init(args) => init::run(args),
         Command::Config(args) => config::run(args),
         Command::Daemon(args) => daemon::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Completions { shell } => completions(shell),
     }

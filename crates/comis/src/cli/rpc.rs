@@ -25,7 +25,8 @@ impl RpcClient {
     /// `base` is `http://127.0.0.1:4766` (no trailing slash); `timeout` bounds one call,
     /// which for `agent.execute` includes the whole turn.
     pub fn new(base: &str, token: SecretString, timeout: Duration) -> Result<RpcClient, CliError> {
-        let url = url::Url::parse(base).map_err(|e| CliError::Usage(format!("gateway URL {base:?}: {e}")))?;
+        let url = url::Url::parse(base)
+            .map_err(|e| CliError::Usage(format!("gateway URL {base:?}: {e}")))?;
         let host = url
             .host_str()
             .ok_or_else(|| CliError::Usage(format!("gateway URL {base:?} has no host")))?;
@@ -40,11 +41,6 @@ impl RpcClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
         })
-    }
-
-    /// `GET /health`: true on a 200.
-    pub async fn healthy(&self) -> bool {
-        matches!(self.http.get(&format!("{}/health", self.base)).await, Ok(r) if r.status == 200)
     }
 
     /// Calls `method`; a JSON-RPC error becomes [`CliError::Rpc`].

@@ -45,6 +45,30 @@ pub fn path() -> Result<PathBuf, ConfigError> {
     Ok(cwd.join(p))
 }
 
+/// A new, empty, private (0700) directory under the system's temporary directory, for a
+/// throw-away home such as `comis demo`'s. The caller removes it.
+///
+/// # Errors
+/// [`ConfigError::Io`] when it cannot be created.
+pub fn fresh_temp_dir(prefix: &str) -> Result<PathBuf, ConfigError> {
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(|e| ConfigError::Io {
+        action: "drawing a random directory name",
+        path: PathBuf::from(prefix),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let p = std::env::temp_dir().join(format!("{prefix}-{}", comis_guard::hex::encode(&suffix)));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&p)
+        .map_err(|source| ConfigError::Io {
+            action: "creating a temporary directory",
+            path: p.clone(),
+            source,
+        })?;
+    Ok(p)
+}
+
 /// [`path`], created 0700 if missing and checked if present.
 ///
 /// # Errors

@@ -252,6 +252,7 @@ pub async fn wire(
         .services(services.clone())
         .http(http)
         .approvals(config.approvals.clone())
+        .input_guard(config.security.input_guard.to_guard())
         .canary_key(comis_guard::canary::CanaryKey::generate()?);
     if let Some(sandbox) = sandbox {
         builder = builder.sandbox(sandbox);
@@ -386,7 +387,12 @@ fn vault_names(home: &std::path::Path) -> Vec<String> {
     }
     comis_secrets::Vault::open(home)
         .and_then(|v| v.list())
-        .map(|entries| entries.into_iter().map(|e| e.name.as_str().to_owned()).collect())
+        .map(|entries| {
+            entries
+                .into_iter()
+                .map(|e| e.name.as_str().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
