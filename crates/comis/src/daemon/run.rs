@@ -94,16 +94,16 @@ pub async fn start_services(
             wiring::status_json(&a, &h)
         }) as Arc<dyn Fn() -> serde_json::Value + Send + Sync>
     };
-    let wired = wiring::wire(
-        &ctx.home,
-        &config,
-        redacted,
+    let wired = wiring::wire(wiring::Parts {
+        home: &ctx.home,
+        config: &config,
+        redacted_config: redacted,
         secrets,
-        ctx.store.clone(),
-        ctx.bus.clone(),
+        store: ctx.store.clone(),
+        bus: ctx.bus.clone(),
         sandbox,
         status,
-    )
+    })
     .await?;
     let addr = wired.gateway.local_addr().to_string();
     if let Ok(mut a) = gateway_addr.lock() {

@@ -219,17 +219,30 @@ pub fn default_agent(config: &Config) -> String {
     }
 }
 
+/// What [`wire`] builds from.
+pub struct Parts<'a> {
+    pub home: &'a std::path::Path,
+    pub config: &'a Config,
+    pub redacted_config: Value,
+    pub secrets: Arc<SecretManager>,
+    pub store: Arc<comis_store::Store>,
+    pub bus: EventBus,
+    pub sandbox: Option<Arc<comis_sandbox::Sandbox>>,
+    pub status: Arc<dyn Fn() -> Value + Send + Sync>,
+}
+
 /// Builds runtime, gateway and channels. The gateway is bound (not yet serving) on return.
-pub async fn wire(
-    home: &std::path::Path,
-    config: &Config,
-    redacted_config: Value,
-    secrets: Arc<SecretManager>,
-    store: Arc<comis_store::Store>,
-    bus: EventBus,
-    sandbox: Option<Arc<comis_sandbox::Sandbox>>,
-    status: Arc<dyn Fn() -> Value + Send + Sync>,
-) -> Result<Wired, CliError> {
+pub async fn wire(parts: Parts<'_>) -> Result<Wired, CliError> {
+    let Parts {
+        home,
+        config,
+        redacted_config,
+        secrets,
+        store,
+        bus,
+        sandbox,
+        status,
+    } = parts;
     let policy = SsrfPolicy::with_allow_hosts(&config.security.ssrf.allow_hosts)?;
     let http = GuardedClient::new(policy, ClientConfig::default())?;
     let providers = providers(config, &secrets, &http, &bus)?;
@@ -320,7 +333,9 @@ fn channels(
     let c = &config.channels;
     let allow_hosts = &config.security.ssrf.allow_hosts;
     let bad = |e: comis_channels::ChannelError| CliError::Usage(e.to_string());
-    let mut bound: Vec<(Arc<dyn Channel>, Vec<String>, Option<String>)> = Vec::new();
+    // (adapter, its allowFrom, its agent)
+    type Bound = (Arc<dyn Channel>, Vec<String>, Option<String>);
+    let mut bound: Vec<Bound> = Vec::new();
     if let Some(x) = c.irc.as_ref().filter(|x| x.enabled) {
         let ch = comis_channels::IrcChannel::new(x.clone()).map_err(bad)?;
         bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
