@@ -4,9 +4,11 @@
 //! Patterns are *data*: each [`PatternDef`] has a stable name, a [`Family`] (which decides which
 //! guards use it), a category (the threat it names in findings and audit events), a severity and
 //! a weight (used by the scoring input guard). The family files beside this module hold the
-//! definitions; this module compiles them once, on first use, into the process-wide [`Registry`].
-//! Guards then [`Registry::select`] the families they need into a [`PatternSet`], which answers
-//! "which patterns match this text?" in one pass over the text.
+//! definitions; this module parses them once, on first use, into the process-wide [`Registry`],
+//! and compiles each regex the first time it is needed. Guards then [`Registry::select`] the
+//! families they need into a [`PatternSet`], which answers "which patterns match this text?" in
+//! one pass over the text (a prefilter whose hits are confirmed by the patterns themselves, so
+//! the answer is exactly theirs).
 //!
 //! ## Rules for pattern authors (enforced by this module's tests)
 //! - Every regex compiles under the `regex` crate, which is linear time: there is no input that
@@ -123,9 +125,10 @@ enum Matcher {
 ///
 /// A regex is compiled on first use, not when the registry is built: a guard's [`PatternSet`]
 /// needs only its prefilter, and compiling all 220 patterns up front cost every process a
-/// quarter of a second and tens of MB before its first log line. The registry still checks
-/// every regex's syntax when it is built, so a malformed pattern fails every guard at
-/// construction (fail closed).
+/// quarter of a second and tens of MB before its first log line. Malformed patterns still fail
+/// closed at construction: the registry parses every regex when it is built (a syntax error
+/// fails every guard), and a set compiles its members' prefilters (a pattern the `regex` crate
+/// rejects fails every guard that selects it).
 #[derive(Debug)]
 pub struct Pattern {
     def: &'static PatternDef,
@@ -204,10 +207,6 @@ impl Pattern {
         let matcher = OnceLock::new();
         let (prefilter, relaxed) = match def.source {
             Source::Regex(src) => {
-                regex_syntax::ParserBuilder::new()
-                    .build()
-                    .parse(src)
-                    .map_err(|e| err(e.to_string()))?;
                 let pre = prefilter_source(src).map_err(err)?;
                 let relaxed = pre != src;
                 (pre, relaxed)
@@ -304,7 +303,7 @@ fn prefilter_source(src: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// All patterns, checked. Obtain it with [`Registry::global`].
+/// All patterns, parsed. Obtain it with [`Registry::global`].
 #[derive(Debug)]
 pub struct Registry {
     patterns: Vec<Pattern>,
