@@ -6,8 +6,8 @@
 //! behaves identically everywhere.
 //!
 //! ## What this crate guarantees
-//! - **One pattern registry.** Every regex and literal list lives in [`patterns`], compiled
-//!   once. Guards select families from it; none carries a private copy.
+//! - **One pattern registry.** Every regex and literal list lives in [`patterns`], each regex
+//!   compiled once, on first use. Guards select families from it; none carries a private copy.
 //! - **Linear time.** Patterns use the `regex` crate (finite automata, no backtracking), so no
 //!   input can make a detector take super-linear time.
 //! - **No panics.** Construction returns [`GuardError`] if the registry cannot be built;
