@@ -220,6 +220,7 @@ pub fn default_agent(config: &Config) -> String {
 }
 
 /// Builds runtime, gateway and channels. The gateway is bound (not yet serving) on return.
+#[allow(clippy::too_many_arguments)] // each is a distinct piece the daemon already owns
 pub async fn wire(
     home: &std::path::Path,
     config: &Config,
@@ -319,7 +320,9 @@ fn channels(
     let c = &config.channels;
     let allow_hosts = &config.security.ssrf.allow_hosts;
     let bad = |e: comis_channels::ChannelError| CliError::Usage(e.to_string());
-    let mut bound: Vec<(Arc<dyn Channel>, Vec<String>, Option<String>)> = Vec::new();
+    // A channel, its allowFrom list, and the agent it routes to (None: the default agent).
+    type Bound = (Arc<dyn Channel>, Vec<String>, Option<String>);
+    let mut bound: Vec<Bound> = Vec::new();
     if let Some(x) = c.irc.as_ref().filter(|x| x.enabled) {
         let ch = comis_channels::IrcChannel::new(x.clone()).map_err(bad)?;
         bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
@@ -386,7 +389,12 @@ fn vault_names(home: &std::path::Path) -> Vec<String> {
     }
     comis_secrets::Vault::open(home)
         .and_then(|v| v.list())
-        .map(|entries| entries.into_iter().map(|e| e.name.as_str().to_owned()).collect())
+        .map(|entries| {
+            entries
+                .into_iter()
+                .map(|e| e.name.as_str().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
