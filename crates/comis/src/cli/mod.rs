@@ -1,7 +1,9 @@
 //! Command-line surface. Each subcommand lives in its own module and returns an exit code;
 //! errors are values and end as one line on stderr with exit status 2.
 
+mod approvals;
 mod audit;
+mod chat;
 mod config;
 mod daemon;
 mod doctor;
@@ -11,6 +13,7 @@ pub(crate) mod init;
 mod items;
 mod memory;
 mod relay;
+mod rpc;
 mod sandbox;
 mod secrets;
 
@@ -50,6 +53,10 @@ enum Command {
     Config(config::ConfigArgs),
     /// Start, stop and inspect the daemon.
     Daemon(daemon::DaemonArgs),
+    /// Talk to an agent through the running daemon (one message with -m, else a REPL).
+    Chat(chat::ChatArgs),
+    /// List and resolve pending approval requests of the running daemon.
+    Approvals(approvals::ApprovalsArgs),
     /// Check the set-up for insecure settings (and repair what is safe to repair).
     Doctor(doctor::DoctorArgs),
     /// Print a shell completion script.
@@ -106,6 +113,9 @@ pub enum CliError {
     Store(#[from] comis_store::StoreError),
     #[error("{0}")]
     Net(#[from] comis_net::NetError),
+    /// The gateway answered a JSON-RPC error (or refused the token: code 401).
+    #[error("gateway error {code}: {message}")]
+    Rpc { code: i64, message: String },
 }
 
 /// Writes `text` to standard output; the one way subcommands print their result.
@@ -131,6 +141,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Config(args) => config::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Approvals(args) => approvals::run(args),
         Command::Completions { shell } => completions(shell),
     }
 }

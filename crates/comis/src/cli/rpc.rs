@@ -25,7 +25,8 @@ impl RpcClient {
     /// `base` is `http://127.0.0.1:4766` (no trailing slash); `timeout` bounds one call,
     /// which for `agent.execute` includes the whole turn.
     pub fn new(base: &str, token: SecretString, timeout: Duration) -> Result<RpcClient, CliError> {
-        let url = url::Url::parse(base).map_err(|e| CliError::Usage(format!("gateway URL {base:?}: {e}")))?;
+        let url = url::Url::parse(base)
+            .map_err(|e| CliError::Usage(format!("gateway URL {base:?}: {e}")))?;
         let host = url
             .host_str()
             .ok_or_else(|| CliError::Usage(format!("gateway URL {base:?} has no host")))?;
@@ -40,6 +41,41 @@ impl RpcClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
         })
+    }
+
+    /// The client of this home's daemon: address and token as [`crate::config::access`] finds
+    /// them.
+    pub fn local(timeout: Duration) -> Result<RpcClient, CliError> {
+        let home = crate::config::home::path()?;
+        let token = crate::config::access::gateway_token(&home)?.ok_or_else(|| {
+            CliError::Usage(format!(
+                "no gateway token: run `comis init`, or set {}",
+                crate::config::access::TOKEN_VAR
+            ))
+        })?;
+        let base = crate::config::access::gateway_base(&home)?;
+        RpcClient::new(&base, token, timeout)
+    }
+
+    /// `http://host:port` of the gateway.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The bearer token (for the WebSocket, which carries it in its URL).
+    pub fn token(&self) -> &SecretString {
+        &self.token
+    }
+
+    /// Calls `method`, and when the daemon cannot be reached at all says so in words.
+    pub async fn call_daemon(&self, method: &str, params: Value) -> Result<Value, CliError> {
+        match self.call(method, params).await {
+            Err(CliError::Net(e)) if !self.healthy().await => Err(CliError::Usage(format!(
+                "cannot reach the comis daemon at {} ({e}); is it running? (`comis daemon start`)",
+                self.base
+            ))),
+            other => other,
+        }
     }
 
     /// `GET /health`: true on a 200.
