@@ -224,6 +224,10 @@ async fn stream_turn(
                     safe(ev["summary"].as_str().unwrap_or_default())
                 ));
                 let answer = lines.recv().await.unwrap_or_default();
+                if !std::io::stdin().is_terminal() {
+                    // No echo from a terminal: end the prompt's line ourselves.
+                    prompt("\n");
+                }
                 let approved = matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes");
                 let params = json!({"id": aid, "approved": approved});
                 if let Err(e) = client.call("approvals.resolve", params).await {
