@@ -346,3 +346,24 @@ print("STREAM:" + "".join(parts))
     assert!(!out.contains("CHUNKS:0"), "{}", text(&o));
     assert_eq!(provider.request_count(), 2);
 }
+
+#[test]
+fn model_text_cannot_drive_the_terminal() {
+    let rt = runtime();
+    let provider = rt.block_on(ProviderServer::openai()).unwrap();
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2Jred\u{202e}txt.exe\rgone";
+    provider.set_fallback(Reply::text(hostile));
+    let t = tempfile::tempdir().unwrap();
+    let home = home_with(t.path(), &provider);
+    let _stop = start(&home);
+    for (args, stdin) in [(&["chat", "-m", "hi"][..], ""), (&["chat"][..], "hi\n")] {
+        let o = comis(&home, args, stdin);
+        assert!(o.status.success(), "{}", text(&o));
+        let out = stdout(&o);
+        assert!(out.contains("red"), "{out:?}");
+        for bad in ['\u{1b}', '\u{7}', '\u{202e}', '\r'] {
+            assert!(!out.contains(bad), "{bad:?} in {out:?}");
+        }
+    }
+    assert_eq!(provider.request_count(), 2);
+}

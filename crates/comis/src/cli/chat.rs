@@ -209,6 +209,10 @@ async fn stream_turn(
         let ev = &v["params"]["event"];
         match ev["type"].as_str().unwrap_or_default() {
             "text" => {
+                // Each event is one whole assistant message (per step), not a token delta.
+                if printed {
+                    prompt("\n");
+                }
                 printed = true;
                 prompt(&safe(ev["text"].as_str().unwrap_or_default()));
             }
