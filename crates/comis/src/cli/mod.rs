@@ -1,7 +1,9 @@
 //! Command-line surface. Each subcommand lives in its own module and returns an exit code;
 //! errors are values and end as one line on stderr with exit status 2.
 
+mod approvals;
 mod audit;
+mod chat;
 mod config;
 mod daemon;
 mod demo;
@@ -54,6 +56,10 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Start a throw-away daemon with a prompt-injected agent and show every attack stopped.
     Demo(demo::DemoArgs),
+    /// Talk to an agent through the running daemon (one message with -m, else a REPL).
+    Chat(chat::ChatArgs),
+    /// List and resolve pending approval requests of the running daemon.
+    Approvals(approvals::ApprovalsArgs),
     /// Check the set-up for insecure settings (and repair what is safe to repair).
     Doctor(doctor::DoctorArgs),
     /// Print a shell completion script.
@@ -92,8 +98,6 @@ fn completions(shell: Shell) -> Result<ExitCode, CliError> {
 /// The one error type of the CLI.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("gateway: {message} ({code})")]
-    Rpc { code: i64, message: String },
     #[error("{0}")]
     Guard(#[from] comis_guard::GuardError),
     #[error("{0}")]
@@ -112,6 +116,9 @@ pub enum CliError {
     Store(#[from] comis_store::StoreError),
     #[error("{0}")]
     Net(#[from] comis_net::NetError),
+    /// The gateway answered a JSON-RPC error (or refused the token: code 401).
+    #[error("gateway error {code}: {message}")]
+    Rpc { code: i64, message: String },
 }
 
 /// Writes `text` to standard output; the one way subcommands print their result.
@@ -138,6 +145,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Daemon(args) => daemon::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Approvals(args) => approvals::run(args),
         Command::Completions { shell } => completions(shell),
     }
 }

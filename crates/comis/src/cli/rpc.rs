@@ -43,6 +43,46 @@ impl RpcClient {
         })
     }
 
+    /// The client of this home's daemon: address and token as [`crate::config::access`] finds
+    /// them.
+    pub fn local(timeout: Duration) -> Result<RpcClient, CliError> {
+        let home = crate::config::home::path()?;
+        let token = crate::config::access::gateway_token(&home)?.ok_or_else(|| {
+            CliError::Usage(format!(
+                "no gateway token: run `comis init`, or set {}",
+                crate::config::access::TOKEN_VAR
+            ))
+        })?;
+        let base = crate::config::access::gateway_base(&home)?;
+        RpcClient::new(&base, token, timeout)
+    }
+
+    /// `http://host:port` of the gateway.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The bearer token (for the WebSocket, which carries it in its URL).
+    pub fn token(&self) -> &SecretString {
+        &self.token
+    }
+
+    /// Calls `method`, and when the daemon cannot be reached at all says so in words.
+    pub async fn call_daemon(&self, method: &str, params: Value) -> Result<Value, CliError> {
+        match self.call(method, params).await {
+            Err(CliError::Net(e)) if !self.healthy().await => Err(CliError::Usage(format!(
+                "cannot reach the comis daemon at {} ({e}); is it running? (`comis daemon start`)",
+                self.base
+            ))),
+            other => other,
+        }
+    }
+
+    /// `GET /health`: true on a 200.
+    pub async fn healthy(&self) -> bool {
+        matches!(self.http.get(&format!("{}/health", self.base)).await, Ok(r) if r.status == 200)
+    }
+
     /// Calls `method`; a JSON-RPC error becomes [`CliError::Rpc`].
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, CliError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});

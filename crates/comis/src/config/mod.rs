@@ -5,6 +5,7 @@
 //! This directory is one of the two places allowed to read the process environment (the
 //! other is comis-secrets), so every variable comis honours is found here or there.
 
+pub mod access;
 pub mod home;
 pub mod load;
 pub mod schema;
