@@ -957,7 +957,7 @@ impl Runtime {
                 );
                 return self.finish(turn, &e.message(), Some(Stopped::BudgetExceeded));
             }
-            let response = match self.call_provider(agent, &request).await {
+            let response = match self.call_provider(turn, &request).await {
                 Ok(r) => r,
                 Err(CallFailure::CircuitOpen) => {
                     return self.finish(turn, CIRCUIT_OPEN_TEXT, Some(Stopped::CircuitOpen));
@@ -1080,17 +1080,20 @@ impl Runtime {
     /// the agent's breaker for this provider and model (failures counted by
     /// [`crate::breaker::counts_as_failure`]). Deltas are not forwarded: text reaches a user
     /// only after the output guard has seen the whole message.
+    /// Circuit transitions carry the turn's trace id and join its audit ids.
     async fn call_provider(
         &self,
-        agent: &AgentState,
+        turn: &mut Turn<'_>,
         request: &ChatRequest,
     ) -> Result<ChatResponse, CallFailure> {
+        let agent = turn.agent;
         let sink = |_delta: crate::message::StreamDelta| {};
         let breaker = agent.breakers.get(&agent.config.provider, &request.model);
-        match breaker
-            .call_provider(agent.provider.as_ref(), request, &sink)
-            .await
-        {
+        let (result, ids) = breaker
+            .call_provider_traced(agent.provider.as_ref(), request, &sink, &turn.trace)
+            .await;
+        turn.audit_ids.extend(ids);
+        match result {
             Ok(r) => Ok(r),
             Err(CallError::Open(_)) => Err(CallFailure::CircuitOpen),
             Err(CallError::Failed(e)) => Err(CallFailure::Provider(e)),

@@ -567,13 +567,20 @@ async fn circuit_opens_answers_the_fallback_and_a_good_probe_closes_it(wire: Wir
     let e = env_with(wire, config, |p| p.max_retries = 0).await;
     e.server.set_fallback(Reply::status(500));
 
+    let mut last = None;
     for n in 1..=2 {
         let reply = e.turn("s1", "hello").await;
         assert_eq!(reply.stopped, Some(Stopped::ProviderFailed));
         assert_eq!(reply.text, PROVIDER_FAILED_TEXT);
         assert_eq!(e.server.request_count(), n);
+        last = Some(reply);
     }
     assert_eq!(circuit_transitions(&e), ["closed->open"]);
+    // The turn whose failure opened the circuit cites the transition, under its trace id.
+    let opened = &e.audit("circuit:state_changed")[0];
+    let last = last.unwrap();
+    assert!(last.audit_ids.contains(&opened.seq));
+    assert_eq!(meta(opened)["traceId"], last.trace_id.as_str());
     let errors = e.audit("provider:error");
     assert_eq!(errors.len(), 2);
     assert_eq!(meta(&errors[0])["status"], 500);
