@@ -1,9 +1,9 @@
 //! Overhead of every checkpoint for one turn with one tool call and a 2 KB message, excluding
 //! provider latency: the scripted provider answers instantly, the tool is trivial, and what is
 //! measured is the runtime around them — input validation, invisible strip, input guard, memory
-//! recall, system prompt, budget and context guards (twice), the act checkpoint (policy,
-//! classifier, argument check, sanitizer), the output guard, the audit event and four transcript
-//! writes to a real SQLite store. Target: ≤ 1 ms at the median.
+//! recall, system prompt, budget and context guards and the circuit breaker (twice), the act
+//! checkpoint (policy, classifier, argument check, sanitizer), the output guard, the audit event
+//! and four transcript writes to a real SQLite store. Target: ≤ 1 ms at the median.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
@@ -171,6 +171,21 @@ fn parts(c: &mut Criterion) {
                 ))
                 .unwrap()
                 .seq
+        });
+    });
+    // What the circuit breaker adds to each provider call: the per-agent map lookup, the
+    // admission check and the recorded success (twice per turn with one tool call).
+    let breakers = comis_agent::breaker::CircuitBreakers::new(
+        comis_agent::config::CircuitBreakerConfig::default(),
+        EventBus::new(),
+        Arc::new(comis_agent::breaker::SystemClock),
+    )
+    .for_agent("bench");
+    c.bench_function("part_circuit_breaker_call", |b| {
+        b.iter(|| {
+            let breaker = breakers.get("scripted", "script");
+            breaker.allow().unwrap();
+            breaker.record_success(std::time::Duration::from_micros(1));
         });
     });
     c.bench_function("part_memory_recall_2kb", |b| {

@@ -10,7 +10,9 @@
 //!   cancelled turn) counts as failed, so the circuit can never stick half-open.
 //!
 //! Every transition emits `circuit:state_changed` on the [`EventBus`] with `provider`,
-//! `model`, `from`, `to` (`closed` | `open` | `halfOpen`) and `failures`.
+//! `model`, `from`, `to` (`closed` | `open` | `halfOpen`) and `failures`; through
+//! [`CircuitBreaker::call_provider_traced`] also with the trace id of the call that caused it,
+//! and the audit ids come back to the caller as evidence.
 //!
 //! Two ways to use it: [`CircuitBreaker::call`] wraps a future (checks, times, records), or
 //! [`CircuitBreaker::allow`] then [`record_success`](CircuitBreaker::record_success) /
@@ -252,7 +254,7 @@ impl CircuitBreaker {
             self.tick(&mut inner, self.clock.now(), &mut out);
             inner.state
         };
-        self.emit(out);
+        self.emit(out, None);
         state
     }
 
@@ -264,6 +266,10 @@ impl CircuitBreaker {
     /// # Errors
     /// [`CircuitOpen`] while open, or while the one probe is in flight.
     pub fn allow(&self) -> Result<(), CircuitOpen> {
+        self.allow_traced(None).0
+    }
+
+    fn allow_traced(&self, trace: Option<&str>) -> (Result<(), CircuitOpen>, Vec<i64>) {
         let now = self.clock.now();
         let mut out = Vec::new();
         let verdict = {
@@ -292,8 +298,7 @@ impl CircuitBreaker {
                 }
             }
         };
-        self.emit(out);
-        verdict
+        (verdict, self.emit(out, trace))
     }
 
     fn open_answer(&self, retry_in: Duration) -> CircuitOpen {
@@ -307,10 +312,13 @@ impl CircuitBreaker {
     /// Reports a call that succeeded after `latency`. Over `latencyThresholdMs` (when set) it
     /// counts as a failure.
     pub fn record_success(&self, latency: Duration) {
+        self.record_success_traced(latency, None);
+    }
+
+    fn record_success_traced(&self, latency: Duration, trace: Option<&str>) -> Vec<i64> {
         let threshold = self.config.latency_threshold_ms;
         if threshold > 0 && latency > Duration::from_millis(threshold) {
-            self.record_failure();
-            return;
+            return self.record_failure_traced(trace);
         }
         let mut out = Vec::new();
         {
@@ -329,11 +337,15 @@ impl CircuitBreaker {
                 CircuitState::Open => {}
             }
         }
-        self.emit(out);
+        self.emit(out, trace)
     }
 
     /// Reports a failed call.
     pub fn record_failure(&self) {
+        self.record_failure_traced(None);
+    }
+
+    fn record_failure_traced(&self, trace: Option<&str>) -> Vec<i64> {
         let now = self.clock.now();
         let mut out = Vec::new();
         {
@@ -355,7 +367,7 @@ impl CircuitBreaker {
                 _ => {}
             }
         }
-        self.emit(out);
+        self.emit(out, trace)
     }
 
     /// Runs `f` if the circuit allows it, timing it and recording the outcome; every `Err`
@@ -385,23 +397,35 @@ impl CircuitBreaker {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.allow().map_err(CallError::Open)?;
-        let started = self.clock.now();
-        match f().await {
-            Ok(v) => {
-                self.record_success(self.clock.now().saturating_duration_since(started));
-                Ok(v)
-            }
-            Err(e) => {
-                if is_failure(&e) {
-                    self.record_failure();
-                } else {
-                    // The provider answered; it is healthy even if our request was not.
-                    self.record_success(Duration::ZERO);
-                }
-                Err(CallError::Failed(e))
-            }
+        self.call_traced(f, is_failure, None).await.0
+    }
+
+    /// `call_counting` with the transitions tagged with `trace`; also returns their audit ids.
+    async fn call_traced<T, E, F, Fut>(
+        &self,
+        f: F,
+        is_failure: impl Fn(&E) -> bool,
+        trace: Option<&str>,
+    ) -> (Result<T, CallError<E>>, Vec<i64>)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let (verdict, mut ids) = self.allow_traced(trace);
+        if let Err(open) = verdict {
+            return (Err(CallError::Open(open)), ids);
         }
+        let started = self.clock.now();
+        let result = f().await;
+        let more = match &result {
+            Ok(_) => self
+                .record_success_traced(self.clock.now().saturating_duration_since(started), trace),
+            Err(e) if is_failure(e) => self.record_failure_traced(trace),
+            // The provider answered; it is healthy even if our request was not.
+            Err(_) => self.record_success_traced(Duration::ZERO, trace),
+        };
+        ids.extend(more);
+        (result.map_err(CallError::Failed), ids)
     }
 
     /// One provider call through the breaker, counting failures with [`counts_as_failure`].
@@ -418,7 +442,32 @@ impl CircuitBreaker {
             .await
     }
 
-    fn emit(&self, transitions: Vec<Transition>) {
+    /// One provider call through the breaker, like [`call_provider`](Self::call_provider),
+    /// with the transitions it causes tagged with `trace_id`. Returns the audit ids of those
+    /// events alongside the result, so the turn can cite them.
+    ///
+    /// # Errors
+    /// As [`call_provider`](Self::call_provider).
+    pub async fn call_provider_traced(
+        &self,
+        provider: &dyn crate::provider::Provider,
+        request: &crate::message::ChatRequest,
+        deltas: crate::provider::DeltaSink<'_>,
+        trace_id: &str,
+    ) -> (
+        Result<crate::message::ChatResponse, CallError<ProviderError>>,
+        Vec<i64>,
+    ) {
+        self.call_traced(
+            || provider.complete(request, deltas),
+            counts_as_failure,
+            Some(trace_id),
+        )
+        .await
+    }
+
+    fn emit(&self, transitions: Vec<Transition>, trace: Option<&str>) -> Vec<i64> {
+        let mut ids = Vec::new();
         for (from, to, failures) in transitions {
             let outcome = match to {
                 CircuitState::Closed => Outcome::Allowed,
@@ -434,8 +483,12 @@ impl CircuitBreaker {
             if let Some(a) = &self.agent_id {
                 event = event.agent(a);
             }
-            self.bus.emit(event);
+            if let Some(t) = trace {
+                event = event.trace(t);
+            }
+            ids.extend(self.bus.emit(event));
         }
+        ids
     }
 }
 

@@ -14,9 +14,13 @@
 //! 2. **Context.** Safety core by capability class, the session's canary, trust-filtered memory,
 //!    tool schemas filtered by the agent's tool policy, a history window; every message of the
 //!    turn is written to the transcript (a transcript that cannot be written fails the turn).
-//! 3. **Budget.** Before every provider call: the context-window guard (warn 80 %, block 95 %) and
-//!    the per-execution / hourly / daily budget with the request's estimate
+//! 3. **Budget and circuit.** Before every provider call: the context-window guard (warn 80 %,
+//!    block 95 %) and the per-execution / hourly / daily budget with the request's estimate
 //!    ([`crate::budget`]); a refused call never reaches the provider ([`Stopped::BudgetExceeded`]).
+//!    Then the agent's circuit breaker for that provider and model ([`crate::breaker`]): while
+//!    it is open the provider is not called and the turn ends with [`CIRCUIT_OPEN_TEXT`]
+//!    ([`Stopped::CircuitOpen`]). Every provider error is a `provider:error` event (provider,
+//!    model, reason; the message passes the output guard, so no key is echoed into the log).
 //!    `maxSteps` bounds tool calls per message ([`Stopped::StepLimit`]).
 //! 4. **Act.** Unknown tool, policy refusal, invalid arguments: an error result to the model and
 //!    a `tool:blocked` event, never a crash. Destructive and unknown actions wait for the
@@ -27,8 +31,8 @@
 //!    before it is stored, streamed on `live` or returned.
 //!
 //! What it does not: stream raw provider deltas (text is emitted per finished, guarded message),
-//! retry a failed provider (the provider does; then the fallback answer), or break circuits
-//! (the breaker plugs in at `Runtime::call_provider`).
+//! retry a failed provider (the provider does; then the fallback answer), or share circuit
+//! state between agents (each agent has its own breakers, as each has its own budget).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -55,6 +59,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::AgentError;
 use crate::approval::{ApprovalGate, ApprovalRequest, PendingApproval, Resolution};
+use crate::breaker::{CallError, CircuitBreakers, Clock, SystemClock};
 use crate::budget::{BudgetGuard, ContextVerdict, context_verdict, estimate_prompt_tokens};
 use crate::config::{AgentConfig, ApprovalsConfig, ProvidersConfig};
 use crate::context::{PromptParts, SecurityLevel, recall, system_prompt};
@@ -146,8 +151,8 @@ pub const PROVIDER_FAILED_TEXT: &str =
 pub const CIRCUIT_OPEN_TEXT: &str =
     "The model is temporarily unavailable (circuit open). Please try again later.";
 
-/// Why a provider call did not produce an answer. The circuit breaker (src/breaker.rs) plugs in
-/// at `Runtime::call_provider` and answers `CircuitOpen` without calling the provider.
+/// Why a provider call did not produce an answer. `CircuitOpen`: the agent's breaker for the
+/// provider and model is open and the provider was not called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallFailure {
     Provider(ProviderError),
@@ -209,6 +214,7 @@ pub struct RuntimeBuilder {
     input_guard: InputGuardConfig,
     rate_limit: RateLimitConfig,
     classifier: Option<Classifier>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -343,6 +349,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The clock of the circuit breakers (default [`SystemClock`]); tests pass a
+    /// [`crate::breaker::ManualClock`] to reach the reset timeout without sleeping.
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Validates everything and builds the runtime. Pending approvals left by a previous run
     /// are denied here (`system:restart`).
     ///
@@ -430,9 +444,16 @@ impl RuntimeBuilder {
             } else {
                 self.sandbox.clone()
             };
+            let breakers = CircuitBreakers::new(
+                config.circuit_breaker.clone(),
+                self.events.clone(),
+                Arc::clone(&self.clock),
+            )
+            .for_agent(id.clone());
             agents.insert(
                 id.clone(),
                 Arc::new(AgentState {
+                    breakers,
                     id,
                     agent_id,
                     level: SecurityLevel::for_class(class),
@@ -507,6 +528,8 @@ struct AgentState {
     workspace: PathBuf,
     sandbox: Option<Arc<comis_sandbox::Sandbox>>,
     secrets: Option<Arc<ScopedSecretManager>>,
+    /// One breaker per provider and model this agent calls.
+    breakers: CircuitBreakers,
 }
 
 /// The agent runtime: one per daemon, shared by every channel (wrap it in an `Arc`).
@@ -582,6 +605,7 @@ impl Runtime {
             input_guard: InputGuardConfig::default(),
             rate_limit: RateLimitConfig::default(),
             classifier: None,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -933,18 +957,24 @@ impl Runtime {
                 );
                 return self.finish(turn, &e.message(), Some(Stopped::BudgetExceeded));
             }
-            let response = match self.call_provider(agent, &request).await {
+            let response = match self.call_provider(turn, &request).await {
                 Ok(r) => r,
                 Err(CallFailure::CircuitOpen) => {
                     return self.finish(turn, CIRCUIT_OPEN_TEXT, Some(Stopped::CircuitOpen));
                 }
                 Err(CallFailure::Provider(e)) => {
-                    self.emit(
-                        turn,
-                        Event::new(EventKind::ProviderError, Outcome::Failed)
-                            .with("provider", agent.provider.id())
-                            .with("error", display_safe(&e.to_string(), 200)),
-                    );
+                    // A provider's error body may echo what it was sent (a key, the prompt):
+                    // the message goes through the output guard before the audit log.
+                    let message = agent.output.scan(&e.to_string(), None).text;
+                    let mut event = Event::new(EventKind::ProviderError, Outcome::Failed)
+                        .with("provider", agent.config.provider.as_str())
+                        .with("model", request.model.as_str())
+                        .with("reason", provider_error_reason(&e))
+                        .with("error", display_safe(&message, 200));
+                    if let Some(status) = provider_error_status(&e) {
+                        event = event.with("status", status);
+                    }
+                    self.emit(turn, event);
                     return self.finish(turn, PROVIDER_FAILED_TEXT, Some(Stopped::ProviderFailed));
                 }
             };
@@ -1046,20 +1076,28 @@ impl Runtime {
         out
     }
 
-    /// HOOK for the circuit breaker (src/breaker.rs): every provider call of the loop goes
-    /// through here, after the budget guard. Deltas are not forwarded: text reaches a user only
-    /// after the output guard has seen the whole message.
+    /// Every provider call of the loop goes through here, after the budget guard, and through
+    /// the agent's breaker for this provider and model (failures counted by
+    /// [`crate::breaker::counts_as_failure`]). Deltas are not forwarded: text reaches a user
+    /// only after the output guard has seen the whole message.
+    /// Circuit transitions carry the turn's trace id and join its audit ids.
     async fn call_provider(
         &self,
-        agent: &AgentState,
+        turn: &mut Turn<'_>,
         request: &ChatRequest,
     ) -> Result<ChatResponse, CallFailure> {
+        let agent = turn.agent;
         let sink = |_delta: crate::message::StreamDelta| {};
-        agent
-            .provider
-            .complete(request, &sink)
-            .await
-            .map_err(CallFailure::Provider)
+        let breaker = agent.breakers.get(&agent.config.provider, &request.model);
+        let (result, ids) = breaker
+            .call_provider_traced(agent.provider.as_ref(), request, &sink, &turn.trace)
+            .await;
+        turn.audit_ids.extend(ids);
+        match result {
+            Ok(r) => Ok(r),
+            Err(CallError::Open(_)) => Err(CallFailure::CircuitOpen),
+            Err(CallError::Failed(e)) => Err(CallFailure::Provider(e)),
+        }
     }
 
     fn blocked(
@@ -1315,6 +1353,29 @@ fn send_live(turn: &Turn<'_>, event: TurnEvent) {
     if let Some(live) = turn.live {
         // A client that went away does not stop the turn.
         let _ = live.send(event);
+    }
+}
+
+/// The `reason` of a `provider:error` event: the kind of failure, stable for searching the log.
+fn provider_error_reason(e: &ProviderError) -> &'static str {
+    match e {
+        ProviderError::RateLimited { .. } => "rate_limited",
+        ProviderError::Server { .. } => "server_error",
+        ProviderError::Rejected { .. } => "rejected",
+        ProviderError::Malformed(_) => "malformed",
+        ProviderError::Timeout => "timeout",
+        ProviderError::Transport(_) => "transport",
+        ProviderError::MissingKey(_) => "missing_key",
+    }
+}
+
+fn provider_error_status(e: &ProviderError) -> Option<u16> {
+    match e {
+        ProviderError::RateLimited { .. } => Some(429),
+        ProviderError::Server { status, .. } | ProviderError::Rejected { status, .. } => {
+            Some(*status)
+        }
+        _ => None,
     }
 }
 
