@@ -1,7 +1,8 @@
 //! The gateway: the daemon's front door (HTTP, JSON-RPC, WebSocket, OpenAI-compatible API,
 //! webhooks), closed unless a caller proves who it is.
 //!
-//! What it guarantees: every route except `GET /health` and signed webhooks needs a bearer
+//! What it guarantees: every route except `GET /health`, signed webhooks and the platform
+//! endpoints the daemon mounts (whose handlers verify the platform's own signature) needs a bearer
 //! token (compared in constant time against every configured token) holding the route's or
 //! method's scope; every client is rate-limited before any work; bodies, WebSocket messages,
 //! batches, connections, header reads and handlers are bounded; a non-loopback bind without
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 mod openai;
+pub mod platform;
 pub mod rpc;
 mod server;
 pub mod tls;
@@ -30,6 +32,7 @@ pub use backend::{
 pub use config::{
     GatewayConfig, HmacAlgorithm, HookConfig, TlsConfig, TokenConfig, WebhooksConfig,
 };
+pub use platform::{PlatformHandler, PlatformReply};
 pub use server::{Gateway, serve};
 pub use ws::{CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED};
 

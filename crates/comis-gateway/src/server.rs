@@ -43,6 +43,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{self, Caller, IpNet, RateLimiter, TokenStore};
 use crate::backend::{AgentInfo, Backend};
 use crate::config::{GatewayConfig, HmacAlgorithm, WebhooksConfig};
+use crate::platform::{self, PlatformHandler};
 use crate::webhook::{self, ReplayCache};
 use crate::{GatewayError, openai, rpc, tls, ws};
 
@@ -103,6 +104,7 @@ pub(crate) struct AppState {
     webhook_max_body: usize,
     webhook_max_age: i64,
     replay: ReplayCache,
+    platform: Vec<(Arc<str>, PlatformHandler)>,
 }
 
 impl AppState {
@@ -270,6 +272,20 @@ impl Gateway {
         backend: Arc<dyn Backend>,
         events: EventBus,
     ) -> Result<Gateway, GatewayError> {
+        Self::bind_with(config, webhooks, backend, events, Vec::new()).await
+    }
+
+    /// [`Gateway::bind`] plus platform endpoints: each `(path, handler)` is mounted as `POST
+    /// path` without bearer-token auth (the handler verifies the platform's signature; see
+    /// [`crate::platform`]). Also refuses a malformed path, one under a gateway route or
+    /// `webhooks.path`, and a path given twice.
+    pub async fn bind_with(
+        config: GatewayConfig,
+        webhooks: WebhooksConfig,
+        backend: Arc<dyn Backend>,
+        events: EventBus,
+        platform: Vec<(String, PlatformHandler)>,
+    ) -> Result<Gateway, GatewayError> {
         let tokens = TokenStore::new(&config.tokens)?;
         let trusted = config
             .trusted_proxies
@@ -282,6 +298,10 @@ impl Gateway {
             )));
         }
         let hooks = build_hooks(&webhooks)?;
+        platform::validate(
+            &platform,
+            webhooks.enabled.then_some(webhooks.path.as_str()),
+        )?;
         let agents = backend.agents();
         for (name, hook) in &hooks {
             if let Some(agent) = &hook.agent_id
@@ -352,6 +372,10 @@ impl Gateway {
             trusted,
             hooks,
             replay: ReplayCache::new(),
+            platform: platform
+                .into_iter()
+                .map(|(path, handler)| (Arc::from(path), handler))
+                .collect(),
         });
         Ok(Gateway {
             listener,
@@ -439,17 +463,9 @@ fn build_hooks(webhooks: &WebhooksConfig) -> Result<HashMap<String, Hook>, Gatew
     }
     // Checked here because the router would refuse (panic on) a malformed or clashing route.
     let trimmed = webhooks.path.trim_end_matches('/');
-    let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
-    let well_formed = trimmed.starts_with('/')
-        && !segments.is_empty()
-        && segments.iter().all(|seg| {
-            !seg.is_empty()
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    let reserved = ["health", "metrics", "rpc", "ws", "v1"];
-    if !well_formed || segments.first().is_some_and(|s| reserved.contains(s)) {
+    if !platform::well_formed(trimmed)
+        || platform::RESERVED.contains(&trimmed.split('/').nth(1).unwrap_or(""))
+    {
         return Err(GatewayError::Config(format!(
             "webhooks.path '{}' must be '/' followed by segments of letters, digits, '-' or '_', \
              and must not start with /health, /metrics, /rpc, /ws or /v1",
@@ -598,6 +614,15 @@ fn router(state: Arc<AppState>) -> Router {
         r = r.route(
             &format!("{}/{{name}}", prefix.trim_end_matches('/')),
             post(webhook_delivery),
+        );
+    }
+    for (path, handler) in &state.platform {
+        let (p, h) = (path.clone(), handler.clone());
+        r = r.route(
+            path,
+            post(move |s: State<Arc<AppState>>, req: Request| {
+                platform::deliver(s, p.clone(), h.clone(), req)
+            }),
         );
     }
     r.fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })

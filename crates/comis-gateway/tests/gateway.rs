@@ -12,7 +12,7 @@ use comis_agent::event::{Emitted, EventBus, EventKind};
 use comis_agent::runtime::{TurnEvent, TurnReply, TurnRequest};
 use comis_gateway::{
     AgentInfo, Backend, BackendError, BoxFuture, Gateway, GatewayConfig, GatewayError,
-    HmacAlgorithm, HookConfig, TokenConfig, WebhooksConfig,
+    HmacAlgorithm, HookConfig, PlatformHandler, PlatformReply, TokenConfig, WebhooksConfig,
 };
 use futures_util::{SinkExt, StreamExt};
 use hmac::Mac;
@@ -191,16 +191,24 @@ fn base_config() -> (GatewayConfig, WebhooksConfig) {
 }
 
 async fn start(tweak: impl FnOnce(&mut GatewayConfig, &mut WebhooksConfig)) -> Harness {
+    start_with(tweak, Vec::new()).await
+}
+
+async fn start_with(
+    tweak: impl FnOnce(&mut GatewayConfig, &mut WebhooksConfig),
+    platform: Vec<(String, PlatformHandler)>,
+) -> Harness {
     let (mut config, mut webhooks) = base_config();
     tweak(&mut config, &mut webhooks);
     let bus = EventBus::new();
     let events = bus.subscribe();
     let (tx, turns) = mpsc::unbounded_channel();
-    let gateway = Gateway::bind(
+    let gateway = Gateway::bind_with(
         config,
         webhooks,
         Arc::new(EchoBackend { turns: tx }),
         bus.clone(),
+        platform,
     )
     .await
     .unwrap();
@@ -1465,6 +1473,210 @@ async fn webhooks_are_off_unless_enabled() {
     let r = deliver(h.addr, "deploy", Some(&sign256(&ts, b"x")), Some(&ts), b"x").await;
     assert_eq!(r.status, 404);
     h.shutdown().await;
+}
+
+// ---------------------------------------------------------------- platform endpoints
+
+type Delivered = mpsc::UnboundedReceiver<(Vec<(String, String)>, bytes::Bytes)>;
+
+/// A platform handler that checks an `x-platform-sig: good` header, as a platform adapter
+/// checks its signature, and reports what it was given.
+fn recording_platform() -> (PlatformHandler, Delivered) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler: PlatformHandler = Arc::new(move |headers: Vec<(String, String)>, body| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            let good = headers
+                .iter()
+                .any(|(k, v)| k == "x-platform-sig" && v == "good");
+            let len = bytes::Bytes::len(&body);
+            let _ = tx.send((headers, body));
+            if good {
+                PlatformReply {
+                    status: 200,
+                    content_type: "application/json".into(),
+                    body: json!({ "received": len }).to_string().into_bytes(),
+                    rejected: None,
+                }
+            } else {
+                PlatformReply {
+                    status: 401,
+                    content_type: "text/plain".into(),
+                    body: b"bad signature".to_vec(),
+                    rejected: Some("bad signature\nforged".into()),
+                }
+            }
+        })
+    });
+    (handler, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_endpoints_reach_their_handler_without_a_token_and_record_refusals() {
+    let (handler, mut delivered) = recording_platform();
+    let mut h = start_with(|_, _| {}, vec![("/webhooks/x".into(), handler)]).await;
+
+    // No bearer token: the handler's own check is the authentication.
+    let r = http(
+        h.addr,
+        "POST",
+        "/webhooks/x",
+        &[
+            ("X-Platform-Sig", "good"),
+            ("Content-Type", "application/json"),
+        ],
+        b"{\"hello\":1}",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json(), json!({"received": 11}));
+    let (headers, body) = delivered.try_recv().unwrap();
+    assert_eq!(&body[..], b"{\"hello\":1}");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "application/json"),
+        "{headers:?}"
+    );
+
+    // The handler's refusal is answered as it says and recorded with path and client.
+    let r = http(
+        h.addr,
+        "POST",
+        "/webhooks/x",
+        &[("X-Platform-Sig", "forged")],
+        b"{}",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.text(), "bad signature");
+    let e = h.event(EventKind::WebhookRejected).await;
+    assert_eq!(e.event.data["path"], "/webhooks/x");
+    assert_eq!(e.event.data["ip"], "127.0.0.1");
+    // The handler's reason cannot break the audit line.
+    assert_eq!(e.event.data["reason"], "bad signature\u{FFFD}forged");
+    assert!(delivered.try_recv().is_ok());
+
+    // Over the gateway's body limit: 413 before the handler sees anything.
+    let big = vec![b'a'; 1024 * 1024 + 1];
+    let r = http(
+        h.addr,
+        "POST",
+        "/webhooks/x",
+        &[("X-Platform-Sig", "good")],
+        &big,
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    let e = h.event(EventKind::WebhookRejected).await;
+    assert_eq!(e.event.data["reason"], "body too large");
+    assert_eq!(e.event.data["path"], "/webhooks/x");
+    // Only POST is mounted; a path beneath it is not.
+    let r = http(
+        h.addr,
+        "GET",
+        "/webhooks/x",
+        &[("X-Platform-Sig", "good")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    let r = http(
+        h.addr,
+        "POST",
+        "/webhooks/x/y",
+        &[("X-Platform-Sig", "good")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(
+        delivered.try_recv().is_err(),
+        "refused requests reached the handler"
+    );
+    still_serves(h.addr).await;
+    h.shutdown().await;
+
+    // The per-client rate limit holds for platform paths too.
+    let (handler, mut delivered) = recording_platform();
+    let h = start_with(
+        |c, _| c.rate_limit.max_requests = 1,
+        vec![("/webhooks/x".into(), handler)],
+    )
+    .await;
+    let send = || {
+        http(
+            h.addr,
+            "POST",
+            "/webhooks/x",
+            &[("X-Platform-Sig", "good")],
+            b"1",
+        )
+    };
+    assert_eq!(send().await.status, 200);
+    assert_eq!(send().await.status, 429);
+    assert!(delivered.try_recv().is_ok());
+    assert!(
+        delivered.try_recv().is_err(),
+        "a limited request got through"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_paths_that_collide_or_are_malformed_are_refused_at_bind() {
+    let bind = |w: WebhooksConfig, paths: &[&str]| {
+        let platform: Vec<(String, PlatformHandler)> = paths
+            .iter()
+            .map(|p| ((*p).to_owned(), recording_platform().0))
+            .collect();
+        async move {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let (c, _) = base_config();
+            Gateway::bind_with(
+                c,
+                w,
+                Arc::new(EchoBackend { turns: tx }),
+                EventBus::new(),
+                platform,
+            )
+            .await
+        }
+    };
+    let (_, w) = base_config(); // webhooks enabled at /hooks
+    for paths in [
+        &["/rpc"][..],
+        &["/health"],
+        &["/v1/chat/completions"],
+        &["/ws/slack"],
+        &["/metrics"],
+        &["/hooks"],
+        &["/hooks/deploy"],
+        &["/hooks/a/b"],
+        &["/webhooks/x", "/webhooks/x"],
+        &["/webhooks/{name}"],
+        &["/webhooks/*rest"],
+        &["webhooks/x"],
+        &["/webhooks/"],
+        &["/"],
+        &[""],
+    ] {
+        let err = bind(w.clone(), paths).await.unwrap_err();
+        assert!(
+            matches!(err, GatewayError::Config(_)) && err.to_string().contains("platform path"),
+            "{paths:?}: {err}"
+        );
+    }
+    // Side by side they are fine; with webhooks off, /hooks is free.
+    assert!(
+        bind(w.clone(), &["/webhooks/slack", "/webhooks/telegram"])
+            .await
+            .is_ok()
+    );
+    let (_, mut off) = base_config();
+    off.enabled = false;
+    assert!(bind(off, &["/hooks/x"]).await.is_ok());
 }
 
 // ---------------------------------------------------------------- mTLS

@@ -4,7 +4,10 @@
 //! Guarantees: nothing here turns a layer off. A provider whose key is missing still exists and
 //! answers every call with a clear "key missing" error (the daemon starts; `comis doctor`
 //! says why); a host without a working sandbox gets no exec (the tool refuses); channel
-//! messages go through the same `Runtime::execute` as gateway requests.
+//! messages go through the same `Runtime::execute` as gateway requests. Channels that receive
+//! over HTTP (Slack; Telegram in webhook mode) are mounted on the gateway at
+//! [`SLACK_WEBHOOK_PATH`] and [`TELEGRAM_WEBHOOK_PATH`] and answered by the adapter, which
+//! verifies the platform's signature or secret token before anything reaches the router.
 //!
 //! Does not: rebuild the runtime on SIGHUP (agents, providers and channels apply on restart).
 
@@ -21,8 +24,9 @@ use comis_agent::provider::{
 };
 use comis_agent::runtime::{Origin, Runtime, TurnRequest};
 use comis_agent::tool::Services;
-use comis_channels::{Channel, OutboundMessage, Router};
+use comis_channels::{Channel, OutboundMessage, Router, WebhookReply};
 use comis_gateway::backend::AgentInfo;
+use comis_gateway::{PlatformHandler, PlatformReply};
 use comis_net::{ClientConfig, GuardedClient, SsrfPolicy};
 use comis_secrets::{ScopedSecretManager, SecretAccess, SecretAllowlist, SecretManager};
 use serde_json::{Value, json};
@@ -297,11 +301,15 @@ pub async fn wire(parts: Parts<'_>) -> Result<Wired, CliError> {
         started: Instant::now(),
         status,
     });
-    let gateway = comis_gateway::Gateway::bind(
+    // Channels first: the ones that receive over HTTP hand the gateway their endpoints.
+    let wired_channels = channels(config, &runtime, &bus, &default)?;
+    let _ = services.channels.set(wired_channels.map.clone());
+    let gateway = comis_gateway::Gateway::bind_with(
         config.gateway.clone(),
         config.webhooks.clone(),
         backend.clone(),
         bus.clone(),
+        wired_channels.platform,
     )
     .await
     .map_err(|e| CliError::Usage(format!("gateway: {e}")))?;
@@ -309,33 +317,65 @@ pub async fn wire(parts: Parts<'_>) -> Result<Wired, CliError> {
         tracing::warn!(warning = %w, "gateway");
     }
 
-    let router = channels(config, &runtime, &bus, &default)?;
-    let _ = services.channels.set(
-        router
-            .as_ref()
-            .map_or_else(BTreeMap::new, |(_, m)| m.clone()),
-    );
     Ok(Wired {
         runtime,
         gateway,
-        router: router.map(|(r, _)| r),
+        router: wired_channels.router,
     })
 }
 
 type ChannelMap = BTreeMap<String, Arc<dyn Channel>>;
+
+/// Where the gateway mounts the Slack Events API endpoint.
+pub const SLACK_WEBHOOK_PATH: &str = "/webhooks/slack";
+/// Where the gateway mounts the Telegram webhook endpoint (point `webhookUrl` at it).
+pub const TELEGRAM_WEBHOOK_PATH: &str = "/webhooks/telegram";
+
+/// The enabled channels: their router, the adapters by name (for `message.send`) and the
+/// endpoints of those that receive over HTTP.
+#[derive(Default)]
+struct ChannelSet {
+    router: Option<Arc<Router>>,
+    map: ChannelMap,
+    platform: Vec<(String, PlatformHandler)>,
+}
+
+/// An adapter's `handle_webhook`.
+type HandleWebhook<C> = fn(&C, &[(String, String)], &[u8]) -> WebhookReply;
+
+/// A gateway endpoint answered by an adapter's `handle_webhook`, which verifies the platform's
+/// signature or secret itself. The closure holds the concrete adapter (the router holds it too,
+/// as `dyn Channel`).
+fn endpoint<C: Send + Sync + 'static>(
+    adapter: Arc<C>,
+    handle: HandleWebhook<C>,
+) -> PlatformHandler {
+    Arc::new(move |headers: Vec<(String, String)>, body: bytes::Bytes| {
+        let reply = handle(&adapter, &headers, &body);
+        Box::pin(async move {
+            PlatformReply {
+                status: reply.status,
+                content_type: reply.content_type.to_owned(),
+                body: reply.body,
+                rejected: reply.rejected,
+            }
+        })
+    })
+}
 
 fn channels(
     config: &Config,
     runtime: &Arc<Runtime>,
     bus: &EventBus,
     default: &str,
-) -> Result<Option<(Arc<Router>, ChannelMap)>, CliError> {
+) -> Result<ChannelSet, CliError> {
     let c = &config.channels;
     let allow_hosts = &config.security.ssrf.allow_hosts;
     let bad = |e: comis_channels::ChannelError| CliError::Usage(e.to_string());
     // (adapter, its allowFrom, its agent)
     type Bound = (Arc<dyn Channel>, Vec<String>, Option<String>);
     let mut bound: Vec<Bound> = Vec::new();
+    let mut platform: Vec<(String, PlatformHandler)> = Vec::new();
     if let Some(x) = c.irc.as_ref().filter(|x| x.enabled) {
         let ch = comis_channels::IrcChannel::new(x.clone()).map_err(bad)?;
         bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
@@ -346,19 +386,31 @@ fn channels(
         bound.push((Arc::new(ch), x.effective_allow_from(), x.agent.clone()));
     }
     if let Some(x) = c.telegram.as_ref().filter(|x| x.enabled) {
-        let ch = comis_channels::telegram::TelegramChannel::new(x, allow_hosts).map_err(bad)?;
-        bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
+        let ch =
+            Arc::new(comis_channels::telegram::TelegramChannel::new(x, allow_hosts).map_err(bad)?);
+        // Webhook mode: Telegram posts updates here; without webhookUrl the adapter polls.
+        if x.webhook_url.is_some() {
+            platform.push((
+                TELEGRAM_WEBHOOK_PATH.to_owned(),
+                endpoint(Arc::clone(&ch), |c, h, b| c.handle_webhook(h, b)),
+            ));
+        }
+        bound.push((ch, x.allow_from.clone(), x.agent.clone()));
     }
     if let Some(x) = c.slack.as_ref().filter(|x| x.enabled) {
-        let ch = comis_channels::slack::SlackChannel::new(x, allow_hosts).map_err(bad)?;
-        bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
+        let ch = Arc::new(comis_channels::slack::SlackChannel::new(x, allow_hosts).map_err(bad)?);
+        platform.push((
+            SLACK_WEBHOOK_PATH.to_owned(),
+            endpoint(Arc::clone(&ch), |c, h, b| c.handle_webhook(h, b)),
+        ));
+        bound.push((ch, x.allow_from.clone(), x.agent.clone()));
     }
     if let Some(x) = c.discord.as_ref().filter(|x| x.enabled) {
         let ch = comis_channels::discord::DiscordChannel::new(x, allow_hosts).map_err(bad)?;
         bound.push((Arc::new(ch), x.allow_from.clone(), x.agent.clone()));
     }
     if bound.is_empty() {
-        return Ok(None);
+        return Ok(ChannelSet::default());
     }
     let turn_runtime = Arc::clone(runtime);
     let handler: comis_channels::TurnHandler = Arc::new(move |req: TurnRequest| {
@@ -392,7 +444,11 @@ fn channels(
         map.insert(ch.name().to_owned(), Arc::clone(&ch));
         router.add_channel(ch, &allow, agent.as_deref());
     }
-    Ok(Some((Arc::new(router), map)))
+    Ok(ChannelSet {
+        router: Some(Arc::new(router)),
+        map,
+        platform,
+    })
 }
 
 /// Names in the vault (never values); empty without a vault.
