@@ -245,6 +245,23 @@ impl EventBus {
     }
 }
 
+/// Records every read through a scoped secret manager as `secret:accessed` (the name and the
+/// decision, never the value) on `bus`.
+pub fn secret_observer(bus: EventBus) -> Arc<dyn comis_secrets::SecretAccessObserver> {
+    Arc::new(move |e: &comis_secrets::SecretAccessEvent| {
+        let outcome = match e.outcome {
+            comis_secrets::AccessOutcome::Success => Outcome::Allowed,
+            comis_secrets::AccessOutcome::Denied => Outcome::Denied,
+            comis_secrets::AccessOutcome::NotFound => Outcome::Failed,
+        };
+        bus.emit(
+            Event::new(EventKind::SecretAccessed, outcome)
+                .agent(&e.agent_id)
+                .with("secret_name", e.secret_name.as_str()),
+        );
+    })
+}
+
 /// The audit log as a sink: every event is appended to the hash-chained log.
 #[derive(Debug)]
 pub struct AuditSink {

@@ -410,25 +410,12 @@ impl RuntimeBuilder {
                     .filter_map(|name| secrets.get(&name))
                     .collect();
                 output.register_secrets(values.iter().map(|v| v.expose_secret()))?;
-                let bus = self.events.clone();
-                let observer = move |e: &comis_secrets::SecretAccessEvent| {
-                    let outcome = match e.outcome {
-                        comis_secrets::AccessOutcome::Success => Outcome::Allowed,
-                        comis_secrets::AccessOutcome::Denied => Outcome::Denied,
-                        comis_secrets::AccessOutcome::NotFound => Outcome::Failed,
-                    };
-                    bus.emit(
-                        Event::new(EventKind::SecretAccessed, outcome)
-                            .agent(&e.agent_id)
-                            .with("secret_name", e.secret_name.as_str()),
-                    );
-                };
                 let base: Arc<dyn SecretAccess + Send + Sync> = secrets.clone();
                 scoped = Some(Arc::new(ScopedSecretManager::new(
                     base,
                     id.clone(),
                     allow,
-                    Arc::new(observer),
+                    crate::event::secret_observer(self.events.clone()),
                 )));
             }
             let workspace = config

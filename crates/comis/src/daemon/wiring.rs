@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use comis_agent::config::ProviderEntry;
-use comis_agent::event::{Event, EventBus, EventKind, Outcome};
+use comis_agent::event::EventBus;
 use comis_agent::message::{ChatRequest, ChatResponse};
 use comis_agent::provider::scripted::ScriptedProvider;
 use comis_agent::provider::{
@@ -73,25 +73,12 @@ fn provider_scope(
         names
     };
     let allow = SecretAllowlist::new(&allow)?;
-    let bus = bus.clone();
-    let observer = move |e: &comis_secrets::SecretAccessEvent| {
-        let outcome = match e.outcome {
-            comis_secrets::AccessOutcome::Success => Outcome::Allowed,
-            comis_secrets::AccessOutcome::Denied => Outcome::Denied,
-            comis_secrets::AccessOutcome::NotFound => Outcome::Failed,
-        };
-        bus.emit(
-            Event::new(EventKind::SecretAccessed, outcome)
-                .with("scope", e.agent_id.as_str())
-                .with("secret_name", e.secret_name.as_str()),
-        );
-    };
     let base: Arc<dyn SecretAccess + Send + Sync> = secrets.clone();
     Ok(ScopedSecretManager::new(
         base,
         format!("provider:{id}"),
         allow,
-        Arc::new(observer),
+        comis_agent::event::secret_observer(bus.clone()),
     ))
 }
 
