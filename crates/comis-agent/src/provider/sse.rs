@@ -70,6 +70,10 @@ impl LineSplitter {
         mut on_line: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut rest = chunk;
+        if rest.is_empty() {
+            // An empty read says nothing about the byte after a `\r`: keep waiting for it.
+            return Ok(());
+        }
         if self.after_cr && rest.first() == Some(&b'\n') {
             rest = &rest[1..];
         }
@@ -246,6 +250,10 @@ mod tests {
 
     #[test]
     fn cr_only_and_split_crlf() {
+        // An empty chunk between `\r` and `\n` must not split the pair into two line ends
+        // (which would end the event early and drop its name).
+        let got = parse_all(&[b"event: e\r", b"", b"\ndata: z\r\n\r\n"]);
+        assert_eq!(got, vec![ev("e", "z")]);
         let got = parse_all(&[b"data: x\r", b"\n\r", b"\ndata: y\r\r"]);
         assert_eq!(got, vec![ev("message", "x"), ev("message", "y")]);
     }
