@@ -44,7 +44,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::backoff::{Backoff, health_after_session};
+use crate::backoff::{Backoff, Reconnecting, run_reconnecting};
 use crate::config::{AllowMode, EmailConfig};
 use crate::{
     Attachment, BoxFuture, Channel, ChannelError, ErrorsFor, Health, InboundMessage, InboundSender,
@@ -472,12 +472,6 @@ impl EmailChannel {
         Ok(self)
     }
 
-    fn set_health(&self, h: Health) {
-        if let Ok(mut g) = self.health.lock() {
-            *g = h;
-        }
-    }
-
     fn remember(&self, id: &str, info: ThreadInfo) {
         if let Ok(mut g) = self.threads.lock() {
             let (map, order) = &mut *g;
@@ -699,6 +693,22 @@ fn random_token() -> String {
     comis_guard::hex::encode(&bytes)
 }
 
+impl Reconnecting for EmailChannel {
+    fn one_session(
+        &self,
+        inbound: &InboundSender,
+        backoff: &mut Backoff,
+    ) -> impl Future<Output = Result<bool, ChannelError>> + Send {
+        self.session(inbound, backoff)
+    }
+
+    fn set_health(&self, h: Health) {
+        if let Ok(mut g) = self.health.lock() {
+            *g = h;
+        }
+    }
+}
+
 impl Channel for EmailChannel {
     fn name(&self) -> &str {
         NAME
@@ -712,19 +722,7 @@ impl Channel for EmailChannel {
         self: Arc<Self>,
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
-        Box::pin(async move {
-            let mut backoff = Backoff::default();
-            self.set_health(Health::Starting);
-            loop {
-                let result = self.session(&inbound, &mut backoff).await;
-                let health = health_after_session(&result, &inbound);
-                self.set_health(health);
-                if health == Health::Stopped {
-                    return Ok(());
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        })
+        Box::pin(async move { run_reconnecting(&*self, &inbound).await })
     }
 
     fn send<'a>(&'a self, message: OutboundMessage) -> BoxFuture<'a, Result<(), ChannelError>> {

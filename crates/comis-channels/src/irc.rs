@@ -28,7 +28,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::backoff::{Backoff, TokenBucket, health_after_session};
+use crate::backoff::{Backoff, Reconnecting, TokenBucket, run_reconnecting};
 use crate::config::IrcConfig;
 use crate::text::{LenUnit, split_message};
 use crate::{
@@ -342,12 +342,6 @@ impl IrcChannel {
         self.extra_roots =
             comis_net::parse_pem_certs(pem).map_err(|e| ERR.config(e.to_string()))?;
         Ok(self)
-    }
-
-    fn set_health(&self, h: Health) {
-        if let Ok(mut g) = self.health.lock() {
-            *g = h;
-        }
     }
 
     async fn connect(&self) -> Result<Box<dyn IoStream>, ChannelError> {
@@ -675,6 +669,28 @@ async fn read_line_limited<R: AsyncBufRead + Unpin>(
     }
 }
 
+impl Reconnecting for IrcChannel {
+    fn one_session(
+        &self,
+        inbound: &InboundSender,
+        backoff: &mut Backoff,
+    ) -> impl Future<Output = Result<bool, ChannelError>> + Send {
+        self.session(inbound, backoff)
+    }
+
+    fn set_health(&self, h: Health) {
+        if let Ok(mut g) = self.health.lock() {
+            *g = h;
+        }
+    }
+
+    fn session_ended(&self) {
+        if let Ok(mut g) = self.outbox.lock() {
+            *g = None;
+        }
+    }
+}
+
 impl Channel for IrcChannel {
     fn name(&self) -> &str {
         NAME
@@ -688,22 +704,7 @@ impl Channel for IrcChannel {
         self: Arc<Self>,
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
-        Box::pin(async move {
-            let mut backoff = Backoff::default();
-            self.set_health(Health::Starting);
-            loop {
-                let result = self.session(&inbound, &mut backoff).await;
-                if let Ok(mut g) = self.outbox.lock() {
-                    *g = None;
-                }
-                let health = health_after_session(&result, &inbound);
-                self.set_health(health);
-                if health == Health::Stopped {
-                    return Ok(());
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        })
+        Box::pin(async move { run_reconnecting(&*self, &inbound).await })
     }
 
     fn send<'a>(&'a self, message: OutboundMessage) -> BoxFuture<'a, Result<(), ChannelError>> {
