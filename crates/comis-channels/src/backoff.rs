@@ -153,9 +153,24 @@ pub(crate) trait Reconnecting: Send + Sync {
         inbound: &InboundSender,
         backoff: &mut Backoff,
     ) -> impl Future<Output = Result<bool, ChannelError>> + Send;
-    fn set_health(&self, h: Health);
+    /// Where the channel keeps its health.
+    fn health_slot(&self) -> &Mutex<Health>;
     /// Clean-up after a session, before the health changes (IRC drops its outbox).
     fn session_ended(&self) {}
+
+    fn set_health(&self, h: Health) {
+        if let Ok(mut g) = self.health_slot().lock() {
+            *g = h;
+        }
+    }
+
+    /// The current health; `Failed` if a panic poisoned the slot.
+    fn current_health(&self) -> Health {
+        self.health_slot()
+            .lock()
+            .map(|h| *h)
+            .unwrap_or(Health::Failed)
+    }
 }
 
 /// Runs sessions until the channel stops, with backoff between them; health follows

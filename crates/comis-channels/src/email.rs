@@ -702,10 +702,8 @@ impl Reconnecting for EmailChannel {
         self.session(inbound, backoff)
     }
 
-    fn set_health(&self, h: Health) {
-        if let Ok(mut g) = self.health.lock() {
-            *g = h;
-        }
+    fn health_slot(&self) -> &Mutex<Health> {
+        &self.health
     }
 }
 
@@ -737,7 +735,7 @@ impl Channel for EmailChannel {
     }
 
     fn health(&self) -> Health {
-        self.health.lock().map(|h| *h).unwrap_or(Health::Failed)
+        self.current_health()
     }
 }
 

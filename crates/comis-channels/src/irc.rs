@@ -678,10 +678,8 @@ impl Reconnecting for IrcChannel {
         self.session(inbound, backoff)
     }
 
-    fn set_health(&self, h: Health) {
-        if let Ok(mut g) = self.health.lock() {
-            *g = h;
-        }
+    fn health_slot(&self) -> &Mutex<Health> {
+        &self.health
     }
 
     fn session_ended(&self) {
@@ -734,7 +732,7 @@ impl Channel for IrcChannel {
     }
 
     fn health(&self) -> Health {
-        self.health.lock().map(|h| *h).unwrap_or(Health::Failed)
+        self.current_health()
     }
 }
 
