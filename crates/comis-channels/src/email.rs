@@ -282,34 +282,34 @@ enum Fetched {
     Missing,
 }
 
-/// One message by UID, unless it is larger than [`MAX_MESSAGE_BYTES`] (checked first, so a
-/// huge mail is never downloaded).
-async fn fetch_one(session: &mut ImapSession, uid: u32) -> Result<Fetched, ChannelError> {
-    let sizes: Vec<_> = session
-        .uid_fetch(uid.to_string(), "(UID RFC822.SIZE)")
+/// The fetch results for `uid` with `query`; unparsable responses are dropped.
+async fn uid_fetch(
+    session: &mut ImapSession,
+    uid: u32,
+    query: &str,
+) -> Result<Vec<async_imap::types::Fetch>, ChannelError> {
+    let fetched: Vec<_> = session
+        .uid_fetch(uid.to_string(), query)
         .await
         .map_err(imap)?
         .collect()
         .await;
-    let Some(size) = sizes
-        .iter()
-        .filter_map(|f| f.as_ref().ok())
-        .find_map(|f| f.size)
-    else {
+    Ok(fetched.into_iter().filter_map(Result::ok).collect())
+}
+
+/// One message by UID, unless it is larger than [`MAX_MESSAGE_BYTES`] (checked first, so a
+/// huge mail is never downloaded).
+async fn fetch_one(session: &mut ImapSession, uid: u32) -> Result<Fetched, ChannelError> {
+    let sizes = uid_fetch(session, uid, "(UID RFC822.SIZE)").await?;
+    let Some(size) = sizes.iter().find_map(|f| f.size) else {
         return Ok(Fetched::Missing);
     };
     if size > MAX_MESSAGE_BYTES {
         return Ok(Fetched::TooLarge(size));
     }
-    let fetched: Vec<_> = session
-        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
-        .await
-        .map_err(imap)?
-        .collect()
-        .await;
+    let fetched = uid_fetch(session, uid, "(UID BODY.PEEK[])").await?;
     Ok(fetched
         .iter()
-        .filter_map(|f| f.as_ref().ok())
         .find_map(|f| f.body().map(<[u8]>::to_vec))
         .map_or(Fetched::Missing, Fetched::Raw))
 }
