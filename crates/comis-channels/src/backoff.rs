@@ -135,15 +135,61 @@ impl TokenBucket {
 /// listens, and the run loop returns; else it reconnects after a backoff. A refusal
 /// (`ChannelError::Api`: bad password, SASL refused) will not fix itself, so it shows as
 /// `Failed` while retries go on and `comis daemon status` points at the config.
-pub(crate) fn health_after_session(
-    result: &Result<bool, ChannelError>,
-    inbound: &InboundSender,
-) -> Health {
+fn health_after_session(result: &Result<bool, ChannelError>, inbound: &InboundSender) -> Health {
     match result {
         Ok(true) => Health::Stopped,
         _ if inbound.is_closed() => Health::Stopped,
         Err(ChannelError::Api { .. }) => Health::Failed,
         _ => Health::Reconnecting,
+    }
+}
+
+/// A connection-based channel (IRC, email) whose `run` is [`run_reconnecting`].
+pub(crate) trait Reconnecting: Send + Sync {
+    /// One connection until it breaks: `Ok(true)` when the daemon stops, `Ok(false)`/`Err`
+    /// mean reconnect. The session resets `backoff` once it is established.
+    fn one_session(
+        &self,
+        inbound: &InboundSender,
+        backoff: &mut Backoff,
+    ) -> impl Future<Output = Result<bool, ChannelError>> + Send;
+    /// Where the channel keeps its health.
+    fn health_slot(&self) -> &Mutex<Health>;
+    /// Clean-up after a session, before the health changes (IRC drops its outbox).
+    fn session_ended(&self) {}
+
+    fn set_health(&self, h: Health) {
+        if let Ok(mut g) = self.health_slot().lock() {
+            *g = h;
+        }
+    }
+
+    /// The current health; `Failed` if a panic poisoned the slot.
+    fn current_health(&self) -> Health {
+        self.health_slot()
+            .lock()
+            .map(|h| *h)
+            .unwrap_or(Health::Failed)
+    }
+}
+
+/// Runs sessions until the channel stops, with backoff between them; health follows
+/// [`health_after_session`].
+pub(crate) async fn run_reconnecting<C: Reconnecting>(
+    channel: &C,
+    inbound: &InboundSender,
+) -> Result<(), ChannelError> {
+    let mut backoff = Backoff::default();
+    channel.set_health(Health::Starting);
+    loop {
+        let result = channel.one_session(inbound, &mut backoff).await;
+        channel.session_ended();
+        let health = health_after_session(&result, inbound);
+        channel.set_health(health);
+        if health == Health::Stopped {
+            return Ok(());
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

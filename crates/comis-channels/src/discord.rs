@@ -40,11 +40,12 @@ use crate::web_common::{
     client_for, is_numeric_id, json_post, record_exchange,
 };
 use crate::{
-    Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
+    Attachment, BoxFuture, Channel, ChannelError, ErrorsFor, Health, InboundMessage, InboundSender,
     OutboundMessage,
 };
 
 const NAME: &str = "discord";
+const ERR: ErrorsFor<'static> = ErrorsFor(NAME);
 /// Discord's limit for one message (characters).
 pub const MAX_MESSAGE_LEN: usize = 2000;
 /// Reported in Identify's `properties.os`.
@@ -93,27 +94,6 @@ pub struct DiscordChannel {
     breaker: CircuitBreaker,
 }
 
-fn protocol(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Protocol {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
-fn api(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Api {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
-fn transport(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Transport {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
 /// The gateway URL with the version and encoding we speak (Discord's resume URL comes bare).
 fn with_gateway_query(url: &str) -> String {
     if url.contains('?') {
@@ -142,10 +122,7 @@ impl DiscordChannel {
         let token = config
             .bot_token
             .clone()
-            .ok_or_else(|| ChannelError::Config {
-                channel: NAME.into(),
-                reason: "botToken is required".into(),
-            })?;
+            .ok_or_else(|| ERR.config("botToken is required"))?;
         let base = config.api_base.trim_end_matches('/').to_owned();
         let (client, policy) = client_for(
             NAME,
@@ -237,14 +214,14 @@ impl DiscordChannel {
     ) -> Result<Ended, ChannelError> {
         let mut ws = comis_net::ws::connect(url, &self.policy, &self.ws_config)
             .await
-            .map_err(|e| transport(e.to_string()))?;
+            .map_err(|e| ERR.transport(e.to_string()))?;
         let interval = tokio::select! {
             () = self.state.stopped() => {
                 ws.close(1000, "shutdown").await;
                 return Ok(Ended::Stopped);
             }
             r = tokio::time::timeout(HELLO_TIMEOUT, wait_hello(&mut ws)) => {
-                r.map_err(|_| protocol("no Hello from the gateway"))??
+                r.map_err(|_| ERR.protocol("no Hello from the gateway"))??
             }
         };
         let mut interval = interval;
@@ -313,7 +290,7 @@ impl DiscordChannel {
                         wait: None,
                     });
                 }
-                Err(e) => return Err(transport(e.to_string())),
+                Err(e) => return Err(ERR.transport(e.to_string())),
             };
             let Ok(payload) = serde_json::from_str::<Payload>(&text) else {
                 continue;
@@ -442,7 +419,7 @@ impl DiscordChannel {
                 let now = Instant::now();
                 if t > now {
                     if t - now > MAX_RATE_LIMIT_WAIT {
-                        return Err(api("rate limited for longer than the cap"));
+                        return Err(ERR.api("rate limited for longer than the cap"));
                     }
                     tokio::time::sleep_until(t).await;
                 }
@@ -455,7 +432,7 @@ impl DiscordChannel {
             check_circuit(&self.breaker, NAME)?;
             let resp = self.client.fetch(req).await;
             record_exchange(&self.breaker, &resp);
-            let resp = resp.map_err(|e| transport(e.to_string()))?;
+            let resp = resp.map_err(|e| ERR.transport(e.to_string()))?;
             let h = |name: &str| {
                 resp.headers
                     .iter()
@@ -479,7 +456,7 @@ impl DiscordChannel {
                     .or_else(|| h("retry-after").and_then(|v| v.parse().ok()))
                     .map_or(Duration::from_secs(1), secs_f64);
                 if tries >= MAX_RATE_LIMIT_RETRIES || wait > MAX_RATE_LIMIT_WAIT {
-                    return Err(api(format!("rate limited for {} s", wait.as_secs())));
+                    return Err(ERR.api(format!("rate limited for {} s", wait.as_secs())));
                 }
                 tries += 1;
                 tokio::time::sleep(wait).await;
@@ -494,13 +471,13 @@ impl DiscordChannel {
                 .and_then(Value::as_str)
                 .map(|m| comis_guard::unicode::display_safe(m, 200))
                 .unwrap_or_default();
-            return Err(api(format!("HTTP {} {message}", resp.status)));
+            return Err(ERR.api(format!("HTTP {} {message}", resp.status)));
         }
     }
 
     async fn send_chunks(&self, message: OutboundMessage) -> Result<(), ChannelError> {
         if !is_numeric_id(&message.chat) {
-            return Err(protocol("chat is not a Discord channel id"));
+            return Err(ERR.protocol("chat is not a Discord channel id"));
         }
         let reply_to = message.in_reply_to.as_deref().filter(|r| is_numeric_id(r));
         for (i, piece) in split_message(&message.text, MAX_MESSAGE_LEN, LenUnit::Chars)
@@ -520,13 +497,10 @@ impl DiscordChannel {
 /// How a close frame from the gateway ends the connection.
 fn close_outcome(code: u16, reason: &str) -> Result<Ended, ChannelError> {
     match code {
-        4004 | 4010..=4014 => Err(ChannelError::Config {
-            channel: NAME.into(),
-            reason: format!(
-                "gateway closed with {code}: {}",
-                comis_guard::unicode::display_safe(reason, 200)
-            ),
-        }),
+        4004 | 4010..=4014 => Err(ERR.config(format!(
+            "gateway closed with {code}: {}",
+            comis_guard::unicode::display_safe(reason, 200)
+        ))),
         // Invalid sequence, session timed out: start a new session.
         4007 | 4009 => Ok(Ended::Reconnect {
             resume: false,
@@ -554,17 +528,18 @@ async fn wait_hello(ws: &mut WsConnection) -> Result<Duration, ChannelError> {
                 if let Ok(p) = serde_json::from_str::<Payload>(&t)
                     && p.op == 10
                 {
-                    return hello_interval(&p.d).ok_or_else(|| protocol("bad heartbeat_interval"));
+                    return hello_interval(&p.d)
+                        .ok_or_else(|| ERR.protocol("bad heartbeat_interval"));
                 }
             }
             Ok(Some(WsMessage::Binary(_))) => {}
             Ok(Some(WsMessage::Close { code, reason })) => {
                 // A fatal code (bad token) surfaces as Config; anything else reconnects.
                 close_outcome(code, &reason)?;
-                return Err(transport(format!("closed before Hello ({code})")));
+                return Err(ERR.transport(format!("closed before Hello ({code})")));
             }
-            Ok(None) => return Err(transport("closed before Hello")),
-            Err(e) => return Err(transport(e.to_string())),
+            Ok(None) => return Err(ERR.transport("closed before Hello")),
+            Err(e) => return Err(ERR.transport(e.to_string())),
         }
     }
 }
@@ -572,7 +547,7 @@ async fn wait_hello(ws: &mut WsConnection) -> Result<Duration, ChannelError> {
 async fn send(ws: &mut WsConnection, v: &Value) -> Result<(), ChannelError> {
     ws.send_text(&v.to_string())
         .await
-        .map_err(|e| transport(e.to_string()))
+        .map_err(|e| ERR.transport(e.to_string()))
 }
 
 #[derive(Deserialize)]

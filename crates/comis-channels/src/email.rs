@@ -44,10 +44,10 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::backoff::{Backoff, health_after_session};
+use crate::backoff::{Backoff, Reconnecting, run_reconnecting};
 use crate::config::{AllowMode, EmailConfig};
 use crate::{
-    Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
+    Attachment, BoxFuture, Channel, ChannelError, ErrorsFor, Health, InboundMessage, InboundSender,
     OutboundMessage,
 };
 
@@ -61,6 +61,7 @@ const THREAD_MEMORY: usize = 1_024;
 const MAX_IDLE: Duration = Duration::from_secs(25 * 60);
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 const NAME: &str = "email";
+const ERR: ErrorsFor<'static> = ErrorsFor(NAME);
 
 impl EmailConfig {
     /// The `allowFrom` the router applies: `["*"]` in open mode, else the list (empty = nobody).
@@ -260,7 +261,7 @@ fn parse_mail(raw: &[u8], own_address: &str, fallback_id: &str) -> (Parsed, Opti
 const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn imap(e: async_imap::error::Error) -> ChannelError {
-    transport_err(format!("IMAP: {e}"))
+    ERR.transport(format!("IMAP: {e}"))
 }
 
 /// `fut` within `limit`, or a transport error naming `what` (a stalled server must not hang
@@ -272,7 +273,7 @@ async fn timed<T>(
 ) -> Result<T, ChannelError> {
     tokio::time::timeout(limit, fut)
         .await
-        .map_err(|_| transport_err(format!("IMAP {what} timed out")))?
+        .map_err(|_| ERR.transport(format!("IMAP {what} timed out")))?
 }
 
 enum Fetched {
@@ -281,34 +282,34 @@ enum Fetched {
     Missing,
 }
 
-/// One message by UID, unless it is larger than [`MAX_MESSAGE_BYTES`] (checked first, so a
-/// huge mail is never downloaded).
-async fn fetch_one(session: &mut ImapSession, uid: u32) -> Result<Fetched, ChannelError> {
-    let sizes: Vec<_> = session
-        .uid_fetch(uid.to_string(), "(UID RFC822.SIZE)")
+/// The fetch results for `uid` with `query`; unparsable responses are dropped.
+async fn uid_fetch(
+    session: &mut ImapSession,
+    uid: u32,
+    query: &str,
+) -> Result<Vec<async_imap::types::Fetch>, ChannelError> {
+    let fetched: Vec<_> = session
+        .uid_fetch(uid.to_string(), query)
         .await
         .map_err(imap)?
         .collect()
         .await;
-    let Some(size) = sizes
-        .iter()
-        .filter_map(|f| f.as_ref().ok())
-        .find_map(|f| f.size)
-    else {
+    Ok(fetched.into_iter().filter_map(Result::ok).collect())
+}
+
+/// One message by UID, unless it is larger than [`MAX_MESSAGE_BYTES`] (checked first, so a
+/// huge mail is never downloaded).
+async fn fetch_one(session: &mut ImapSession, uid: u32) -> Result<Fetched, ChannelError> {
+    let sizes = uid_fetch(session, uid, "(UID RFC822.SIZE)").await?;
+    let Some(size) = sizes.iter().find_map(|f| f.size) else {
         return Ok(Fetched::Missing);
     };
     if size > MAX_MESSAGE_BYTES {
         return Ok(Fetched::TooLarge(size));
     }
-    let fetched: Vec<_> = session
-        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
-        .await
-        .map_err(imap)?
-        .collect()
-        .await;
+    let fetched = uid_fetch(session, uid, "(UID BODY.PEEK[])").await?;
     Ok(fetched
         .iter()
-        .filter_map(|f| f.as_ref().ok())
         .find_map(|f| f.body().map(<[u8]>::to_vec))
         .map_or(Fetched::Missing, Fetched::Raw))
 }
@@ -396,12 +397,12 @@ fn build_smtp(
         let mut params = TlsParameters::builder(config.smtp_host.clone());
         for root in extra_roots {
             let cert = Certificate::from_der(root.to_vec())
-                .map_err(|e| config_err(format!("SMTP TLS root: {e}")))?;
+                .map_err(|e| ERR.config(format!("SMTP TLS root: {e}")))?;
             params = params.add_root_certificate(cert);
         }
         let params = params
             .build_rustls()
-            .map_err(|e| config_err(format!("SMTP TLS: {e}")))?;
+            .map_err(|e| ERR.config(format!("SMTP TLS: {e}")))?;
         smtp = smtp.tls(if config.smtp_port == 465 {
             Tls::Wrapper(params)
         } else {
@@ -419,20 +420,6 @@ fn build_smtp(
     Ok(smtp.build())
 }
 
-fn config_err(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Config {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
-fn transport_err(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Transport {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
 impl EmailChannel {
     /// Checks the config and prepares the SMTP transport (no connection yet). `events` receives
     /// the drops of automatic mail, attributed to `channels.email.agent` or `default_agent`.
@@ -442,23 +429,23 @@ impl EmailChannel {
         default_agent: &str,
     ) -> Result<EmailChannel, ChannelError> {
         if config.imap_host.trim().is_empty() || config.smtp_host.trim().is_empty() {
-            return Err(config_err("imapHost and smtpHost are required"));
+            return Err(ERR.config("imapHost and smtpHost are required"));
         }
         let from: Mailbox = config
             .address
             .parse()
-            .map_err(|e| config_err(format!("address: {e}")))?;
+            .map_err(|e| ERR.config(format!("address: {e}")))?;
         if config.password.is_none() {
-            return Err(config_err("password is required"));
+            return Err(ERR.config("password is required"));
         }
         let local = is_loopback(&config.imap_host) && is_loopback(&config.smtp_host);
         if !config.secure && !local {
-            return Err(config_err(
-                "secure: false is only allowed for servers on the loopback interface",
-            ));
+            return Err(
+                ERR.config("secure: false is only allowed for servers on the loopback interface")
+            );
         }
         if config.mailbox.is_empty() || config.mailbox.contains(['\r', '\n', '"', '\0']) {
-            return Err(config_err("mailbox name is invalid"));
+            return Err(ERR.config("mailbox name is invalid"));
         }
         let smtp = build_smtp(&config, &[])?;
         Ok(EmailChannel {
@@ -480,15 +467,9 @@ impl EmailChannel {
     /// private CA). The public roots stay trusted; verification cannot be turned off.
     pub fn with_extra_roots_pem(mut self, pem: &[u8]) -> Result<EmailChannel, ChannelError> {
         self.extra_roots =
-            comis_net::parse_pem_certs(pem).map_err(|e| config_err(e.to_string()))?;
+            comis_net::parse_pem_certs(pem).map_err(|e| ERR.config(e.to_string()))?;
         self.smtp = build_smtp(&self.config, &self.extra_roots)?;
         Ok(self)
-    }
-
-    fn set_health(&self, h: Health) {
-        if let Ok(mut g) = self.health.lock() {
-            *g = h;
-        }
     }
 
     fn remember(&self, id: &str, info: ThreadInfo) {
@@ -525,13 +506,13 @@ impl EmailChannel {
             TcpStream::connect((self.config.imap_host.as_str(), self.config.imap_port)),
         )
         .await
-        .map_err(|_| transport_err("IMAP connect timed out"))?
-        .map_err(|e| transport_err(format!("IMAP connect: {e}")))?;
+        .map_err(|_| ERR.transport("IMAP connect timed out"))?
+        .map_err(|e| ERR.transport(format!("IMAP connect: {e}")))?;
         let stream = if self.config.secure {
             Stream::Tls(Box::new(
                 comis_net::connect_tls(tcp, &self.config.imap_host, &self.extra_roots)
                     .await
-                    .map_err(|e| transport_err(e.to_string()))?,
+                    .map_err(|e| ERR.transport(e.to_string()))?,
             ))
         } else {
             Stream::Plain(tcp)
@@ -539,10 +520,10 @@ impl EmailChannel {
         let mut client = async_imap::Client::new(stream);
         let greeting = tokio::time::timeout(IO_TIMEOUT, client.read_response())
             .await
-            .map_err(|_| transport_err("IMAP greeting timed out"))?
-            .map_err(|e| transport_err(format!("IMAP greeting: {e}")))?;
+            .map_err(|_| ERR.transport("IMAP greeting timed out"))?
+            .map_err(|e| ERR.transport(format!("IMAP greeting: {e}")))?;
         if greeting.is_none() {
-            return Err(transport_err("IMAP server closed before greeting"));
+            return Err(ERR.transport("IMAP server closed before greeting"));
         }
         let password = self
             .config
@@ -552,15 +533,12 @@ impl EmailChannel {
         let mut session =
             tokio::time::timeout(IO_TIMEOUT, client.login(self.config.login(), password))
                 .await
-                .map_err(|_| transport_err("IMAP login timed out"))?
-                .map_err(|(e, _)| ChannelError::Api {
-                    channel: NAME.into(),
-                    reason: format!("IMAP login: {e}"),
-                })?;
+                .map_err(|_| ERR.transport("IMAP login timed out"))?
+                .map_err(|(e, _)| ERR.api(format!("IMAP login: {e}")))?;
         session
             .select(&self.config.mailbox)
             .await
-            .map_err(|e| transport_err(format!("IMAP select: {e}")))?;
+            .map_err(|e| ERR.transport(format!("IMAP select: {e}")))?;
         Ok(session)
     }
 
@@ -645,29 +623,29 @@ impl EmailChannel {
                 handle
                     .init()
                     .await
-                    .map_err(|e| transport_err(format!("IDLE: {e}")))?;
+                    .map_err(|e| ERR.transport(format!("IDLE: {e}")))?;
                 let (wait, _stop) = handle.wait_with_timeout(interval.min(MAX_IDLE));
                 wait.await
-                    .map_err(|e| transport_err(format!("IDLE: {e}")))?;
+                    .map_err(|e| ERR.transport(format!("IDLE: {e}")))?;
                 session = handle
                     .done()
                     .await
-                    .map_err(|e| transport_err(format!("IDLE done: {e}")))?;
+                    .map_err(|e| ERR.transport(format!("IDLE done: {e}")))?;
             } else {
                 tokio::time::sleep(interval).await;
                 session
                     .noop()
                     .await
-                    .map_err(|e| transport_err(format!("NOOP: {e}")))?;
+                    .map_err(|e| ERR.transport(format!("NOOP: {e}")))?;
             }
         }
     }
 
     fn build_reply(&self, message: &OutboundMessage) -> Result<Message, ChannelError> {
-        let to: Mailbox = message.chat.parse().map_err(|e| ChannelError::Protocol {
-            channel: NAME.into(),
-            reason: format!("recipient: {e}"),
-        })?;
+        let to: Mailbox = message
+            .chat
+            .parse()
+            .map_err(|e| ERR.protocol(format!("recipient: {e}")))?;
         let answered = message.in_reply_to.as_deref().and_then(clean_id);
         let info = answered.as_deref().and_then(|id| self.thread_info(id));
         let subject = info.as_ref().map_or("", |i| i.subject.as_str());
@@ -704,10 +682,7 @@ impl EmailChannel {
         }
         builder
             .body(message.text.clone())
-            .map_err(|e| ChannelError::Protocol {
-                channel: NAME.into(),
-                reason: format!("building the reply: {e}"),
-            })
+            .map_err(|e| ERR.protocol(format!("building the reply: {e}")))
     }
 }
 
@@ -716,6 +691,20 @@ fn random_token() -> String {
     // Without OS randomness the id is still unique enough per process: a counter would do.
     let _ = getrandom::fill(&mut bytes);
     comis_guard::hex::encode(&bytes)
+}
+
+impl Reconnecting for EmailChannel {
+    fn one_session(
+        &self,
+        inbound: &InboundSender,
+        backoff: &mut Backoff,
+    ) -> impl Future<Output = Result<bool, ChannelError>> + Send {
+        self.session(inbound, backoff)
+    }
+
+    fn health_slot(&self) -> &Mutex<Health> {
+        &self.health
+    }
 }
 
 impl Channel for EmailChannel {
@@ -731,19 +720,7 @@ impl Channel for EmailChannel {
         self: Arc<Self>,
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
-        Box::pin(async move {
-            let mut backoff = Backoff::default();
-            self.set_health(Health::Starting);
-            loop {
-                let result = self.session(&inbound, &mut backoff).await;
-                let health = health_after_session(&result, &inbound);
-                self.set_health(health);
-                if health == Health::Stopped {
-                    return Ok(());
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        })
+        Box::pin(async move { run_reconnecting(&*self, &inbound).await })
     }
 
     fn send<'a>(&'a self, message: OutboundMessage) -> BoxFuture<'a, Result<(), ChannelError>> {
@@ -753,15 +730,12 @@ impl Channel for EmailChannel {
                 .send(mail)
                 .await
                 .map(|_| ())
-                .map_err(|e| ChannelError::Api {
-                    channel: NAME.into(),
-                    reason: format!("SMTP: {e}"),
-                })
+                .map_err(|e| ERR.api(format!("SMTP: {e}")))
         })
     }
 
     fn health(&self) -> Health {
-        self.health.lock().map(|h| *h).unwrap_or(Health::Failed)
+        self.current_health()
     }
 }
 

@@ -28,11 +28,12 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::backoff::{Backoff, TokenBucket, health_after_session};
+use crate::backoff::{Backoff, Reconnecting, TokenBucket, run_reconnecting};
 use crate::config::IrcConfig;
 use crate::text::{LenUnit, split_message};
 use crate::{
-    BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender, OutboundMessage,
+    BoxFuture, Channel, ChannelError, ErrorsFor, Health, InboundMessage, InboundSender,
+    OutboundMessage,
 };
 
 /// Longest line accepted from the server (IRCv3 tags may add 8 KiB to the 512 bytes).
@@ -42,6 +43,7 @@ pub const MAX_LINE: usize = 512;
 /// Most `PRIVMSG` lines one reply may become; the rest is cut with a note.
 pub const MAX_REPLY_LINES: usize = 40;
 const NAME: &str = "irc";
+const ERR: ErrorsFor<'static> = ErrorsFor(NAME);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Silence after which the client pings the server; twice this and it reconnects.
@@ -304,10 +306,7 @@ impl IrcChannel {
     /// Checks the config: host and a valid nick are required, channel names must start with
     /// `#`/`&` and contain no space, comma or control character.
     pub fn new(config: IrcConfig) -> Result<IrcChannel, ChannelError> {
-        let bad = |reason: String| ChannelError::Config {
-            channel: NAME.into(),
-            reason,
-        };
+        let bad = |reason: String| ERR.config(reason);
         if config.host.trim().is_empty() {
             return Err(bad("host is required".into()));
         }
@@ -340,21 +339,9 @@ impl IrcChannel {
     /// Also trusts the CA certificates in `pem` (a network with its own CA). The public roots
     /// stay trusted; verification cannot be turned off.
     pub fn with_extra_roots_pem(mut self, pem: &[u8]) -> Result<IrcChannel, ChannelError> {
-        self.extra_roots = comis_net::parse_pem_certs(pem).map_err(|e| ChannelError::Config {
-            channel: NAME.into(),
-            reason: e.to_string(),
-        })?;
+        self.extra_roots =
+            comis_net::parse_pem_certs(pem).map_err(|e| ERR.config(e.to_string()))?;
         Ok(self)
-    }
-
-    fn set_health(&self, h: Health) {
-        if let Ok(mut g) = self.health.lock() {
-            *g = h;
-        }
-    }
-
-    fn err(kind: fn(String, String) -> ChannelError, reason: impl Into<String>) -> ChannelError {
-        kind(NAME.into(), reason.into())
     }
 
     async fn connect(&self) -> Result<Box<dyn IoStream>, ChannelError> {
@@ -364,12 +351,12 @@ impl IrcChannel {
             TcpStream::connect((self.config.host.as_str(), port)),
         )
         .await
-        .map_err(|_| Self::err(transport, "connect timed out"))?
-        .map_err(|e| Self::err(transport, format!("connect: {e}")))?;
+        .map_err(|_| ERR.transport("connect timed out"))?
+        .map_err(|e| ERR.transport(format!("connect: {e}")))?;
         if self.config.tls {
             let tls = comis_net::connect_tls(tcp, &self.config.host, &self.extra_roots)
                 .await
-                .map_err(|e| Self::err(transport, e.to_string()))?;
+                .map_err(|e| ERR.transport(e.to_string()))?;
             Ok(Box::new(tls))
         } else {
             Ok(Box::new(tcp))
@@ -394,7 +381,7 @@ impl IrcChannel {
             )),
             nick: Mutex::new(self.config.nick.clone()),
         });
-        let io = |e: std::io::Error| Self::err(transport, e.to_string());
+        let io = |e: std::io::Error| ERR.transport(e.to_string());
         if self.config.sasl {
             outbox.write_now("CAP REQ :sasl").await.map_err(io)?;
         }
@@ -424,13 +411,13 @@ impl IrcChannel {
                     outbox.write_now("PING :comis").await.map_err(io)?;
                     continue;
                 }
-                Err(_) => return Err(Self::err(transport, "server silent, reconnecting")),
+                Err(_) => return Err(ERR.transport("server silent, reconnecting")),
                 Ok(r) => r.map_err(io)?,
             };
             pinged = false;
             match status {
                 ReadStatus::Eof => {
-                    return Err(Self::err(transport, "server closed the connection"));
+                    return Err(ERR.transport("server closed the connection"));
                 }
                 ReadStatus::TooLong => continue,
                 ReadStatus::Line => {}
@@ -453,7 +440,7 @@ impl IrcChannel {
                         outbox.write_now("AUTHENTICATE PLAIN").await.map_err(io)?;
                     } else if sub.eq_ignore_ascii_case("NAK") {
                         outbox.write_now("CAP END").await.map_err(io)?;
-                        return Err(Self::err(api, "server refused SASL"));
+                        return Err(ERR.api("server refused SASL"));
                     }
                 }
                 "AUTHENTICATE" if line.params.first().is_some_and(|p| p == "+") => {
@@ -463,7 +450,7 @@ impl IrcChannel {
                 "903" => outbox.write_now("CAP END").await.map_err(io)?,
                 "902" | "904" | "905" | "906" => {
                     outbox.write_now("CAP END").await.map_err(io)?;
-                    return Err(Self::err(api, format!("SASL failed ({})", line.command)));
+                    return Err(ERR.api(format!("SASL failed ({})", line.command)));
                 }
                 "433" | "432" if !registered => {
                     // Nick taken: try with a suffix, within the usual 30-character limit.
@@ -524,13 +511,10 @@ impl IrcChannel {
                 }
                 "ERROR" => {
                     let why = line.params.first().cloned().unwrap_or_default();
-                    return Err(Self::err(
-                        transport,
-                        format!(
-                            "server error: {}",
-                            comis_guard::unicode::display_safe(&why, 200)
-                        ),
-                    ));
+                    return Err(ERR.transport(format!(
+                        "server error: {}",
+                        comis_guard::unicode::display_safe(&why, 200)
+                    )));
                 }
                 "PRIVMSG" if registered => {
                     if let Some(message) = self.inbound_from(&line, &outbox.nick())
@@ -606,14 +590,6 @@ impl IrcChannel {
             metadata: Vec::new(),
         })
     }
-}
-
-fn transport(channel: String, reason: String) -> ChannelError {
-    ChannelError::Transport { channel, reason }
-}
-
-fn api(channel: String, reason: String) -> ChannelError {
-    ChannelError::Api { channel, reason }
 }
 
 /// RFC 2812 nick characters (letters, digits, `[]\`_^{|}-`), not starting with a digit or `-`.
@@ -693,6 +669,26 @@ async fn read_line_limited<R: AsyncBufRead + Unpin>(
     }
 }
 
+impl Reconnecting for IrcChannel {
+    fn one_session(
+        &self,
+        inbound: &InboundSender,
+        backoff: &mut Backoff,
+    ) -> impl Future<Output = Result<bool, ChannelError>> + Send {
+        self.session(inbound, backoff)
+    }
+
+    fn health_slot(&self) -> &Mutex<Health> {
+        &self.health
+    }
+
+    fn session_ended(&self) {
+        if let Ok(mut g) = self.outbox.lock() {
+            *g = None;
+        }
+    }
+}
+
 impl Channel for IrcChannel {
     fn name(&self) -> &str {
         NAME
@@ -706,22 +702,7 @@ impl Channel for IrcChannel {
         self: Arc<Self>,
         inbound: InboundSender,
     ) -> BoxFuture<'static, Result<(), ChannelError>> {
-        Box::pin(async move {
-            let mut backoff = Backoff::default();
-            self.set_health(Health::Starting);
-            loop {
-                let result = self.session(&inbound, &mut backoff).await;
-                if let Ok(mut g) = self.outbox.lock() {
-                    *g = None;
-                }
-                let health = health_after_session(&result, &inbound);
-                self.set_health(health);
-                if health == Health::Stopped {
-                    return Ok(());
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        })
+        Box::pin(async move { run_reconnecting(&*self, &inbound).await })
     }
 
     fn send<'a>(&'a self, message: OutboundMessage) -> BoxFuture<'a, Result<(), ChannelError>> {
@@ -731,30 +712,27 @@ impl Channel for IrcChannel {
                 .lock()
                 .ok()
                 .and_then(|g| g.clone())
-                .ok_or_else(|| Self::err(transport, "not connected"))?;
+                .ok_or_else(|| ERR.transport("not connected"))?;
             let target = message.chat.trim();
             if target.is_empty()
                 || target
                     .chars()
                     .any(|c| c == ' ' || c == ',' || c.is_control())
             {
-                return Err(Self::err(
-                    |channel, reason| ChannelError::Protocol { channel, reason },
-                    "invalid target",
-                ));
+                return Err(ERR.protocol("invalid target"));
             }
             for line in privmsg_lines(&outbox.nick(), target, &message.text) {
                 outbox
                     .write_paced(&line)
                     .await
-                    .map_err(|e| Self::err(transport, e.to_string()))?;
+                    .map_err(|e| ERR.transport(e.to_string()))?;
             }
             Ok(())
         })
     }
 
     fn health(&self) -> Health {
-        self.health.lock().map(|h| *h).unwrap_or(Health::Failed)
+        self.current_health()
     }
 }
 

@@ -104,6 +104,41 @@ pub enum ChannelError {
     Stopped { channel: String },
 }
 
+/// [`ChannelError`] constructors bound to one channel's name, so each adapter names itself
+/// once (`const ERR: ErrorsFor = ErrorsFor(NAME);`) rather than repeating the struct literal.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorsFor<'a>(pub(crate) &'a str);
+
+impl ErrorsFor<'_> {
+    pub(crate) fn config(self, reason: impl Into<String>) -> ChannelError {
+        ChannelError::Config {
+            channel: self.0.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn protocol(self, reason: impl Into<String>) -> ChannelError {
+        ChannelError::Protocol {
+            channel: self.0.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn transport(self, reason: impl Into<String>) -> ChannelError {
+        ChannelError::Transport {
+            channel: self.0.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn api(self, reason: impl Into<String>) -> ChannelError {
+        ChannelError::Api {
+            channel: self.0.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Where an adapter delivers inbound messages.
 pub type InboundSender = tokio::sync::mpsc::Sender<InboundMessage>;
 

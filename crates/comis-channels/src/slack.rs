@@ -38,11 +38,12 @@ use crate::web_common::{
     bound_text, check_circuit, client_for, header, json_post, record_exchange, retry_rate_limited,
 };
 use crate::{
-    Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
+    Attachment, BoxFuture, Channel, ChannelError, ErrorsFor, Health, InboundMessage, InboundSender,
     OutboundMessage,
 };
 
 const NAME: &str = "slack";
+const ERR: ErrorsFor<'static> = ErrorsFor(NAME);
 /// Slack's recommended limit for one message (characters).
 pub const MAX_MESSAGE_LEN: usize = 4000;
 /// How far a request timestamp may be from now.
@@ -65,20 +66,6 @@ pub struct SlackChannel {
     breaker: CircuitBreaker,
 }
 
-fn err_api(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Api {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
-fn config_err(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Config {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -94,7 +81,7 @@ impl SlackChannel {
     /// a bad `apiBase`.
     pub fn new(config: &SlackConfig, allow_hosts: &[String]) -> Result<Self, ChannelError> {
         if config.mode != "http" {
-            return Err(config_err(format!(
+            return Err(ERR.config(format!(
                 "mode {:?} is not supported; use \"http\" (Events API)",
                 config.mode
             )));
@@ -102,13 +89,13 @@ impl SlackChannel {
         let token = config
             .bot_token
             .clone()
-            .ok_or_else(|| config_err("botToken is required"))?;
+            .ok_or_else(|| ERR.config("botToken is required"))?;
         let signing_secret = config
             .signing_secret
             .clone()
-            .ok_or_else(|| config_err("signingSecret is required"))?;
+            .ok_or_else(|| ERR.config("signingSecret is required"))?;
         if signing_secret.expose_secret().is_empty() || token.expose_secret().is_empty() {
-            return Err(config_err("botToken and signingSecret must not be empty"));
+            return Err(ERR.config("botToken and signingSecret must not be empty"));
         }
         let base = config.api_base.trim_end_matches('/').to_owned();
         let (client, _) = client_for(NAME, &[(&base, SLACK_API_BASE)], allow_hosts)?;
@@ -290,12 +277,7 @@ impl SlackChannel {
         check_circuit(&self.breaker, NAME).map_err(CallError::Other)?;
         let resp = self.client.fetch(req).await;
         record_exchange(&self.breaker, &resp);
-        let resp = resp.map_err(|e| {
-            CallError::Other(ChannelError::Transport {
-                channel: NAME.into(),
-                reason: e.to_string(),
-            })
-        })?;
+        let resp = resp.map_err(|e| CallError::Other(ERR.transport(e.to_string())))?;
         if resp.status == 429 {
             let secs = resp
                 .headers
@@ -306,13 +288,10 @@ impl SlackChannel {
             return Err(CallError::RateLimited(Duration::from_secs(secs)));
         }
         let parsed: Value = serde_json::from_slice(&resp.body).map_err(|_| {
-            CallError::Other(ChannelError::Protocol {
-                channel: NAME.into(),
-                reason: format!(
-                    "{method}: HTTP {} with a body that is not JSON",
-                    resp.status
-                ),
-            })
+            CallError::Other(ERR.protocol(format!(
+                "{method}: HTTP {} with a body that is not JSON",
+                resp.status
+            )))
         })?;
         if parsed.get("ok").and_then(Value::as_bool) == Some(true) {
             return Ok(parsed);
@@ -322,7 +301,7 @@ impl SlackChannel {
             .and_then(Value::as_str)
             .map(|e| comis_guard::unicode::display_safe(e, 100))
             .unwrap_or_else(|| format!("HTTP {}", resp.status));
-        let e = err_api(format!("{method}: {error}"));
+        let e = ERR.api(format!("{method}: {error}"));
         if matches!(
             error.as_str(),
             "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked" | "token_expired"
@@ -378,10 +357,7 @@ impl SlackChannel {
                     .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         };
         if !valid_id(&message.chat) {
-            return Err(ChannelError::Protocol {
-                channel: NAME.into(),
-                reason: "chat is not a Slack channel id".into(),
-            });
+            return Err(ERR.protocol("chat is not a Slack channel id"));
         }
         let thread = message
             .thread

@@ -33,11 +33,12 @@ use crate::web_common::{
     bound_text, check_circuit, client_for, header, json_post, record_exchange, retry_rate_limited,
 };
 use crate::{
-    Attachment, BoxFuture, Channel, ChannelError, Health, InboundMessage, InboundSender,
+    Attachment, BoxFuture, Channel, ChannelError, ErrorsFor, Health, InboundMessage, InboundSender,
     OutboundMessage,
 };
 
 const NAME: &str = "telegram";
+const ERR: ErrorsFor<'static> = ErrorsFor(NAME);
 /// Telegram's limit for one message (UTF-16 code units).
 pub const MAX_MESSAGE_LEN: usize = 4096;
 /// Telegram's limit for `callback_data` (bytes).
@@ -66,27 +67,6 @@ pub struct TelegramChannel {
     breaker: CircuitBreaker,
 }
 
-fn api(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Api {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
-fn protocol(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Protocol {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
-fn config_err(reason: impl Into<String>) -> ChannelError {
-    ChannelError::Config {
-        channel: NAME.into(),
-        reason: reason.into(),
-    }
-}
-
 impl TelegramChannel {
     /// An adapter for `config`; `allow_hosts` is `security.ssrf.allowHosts` (the `apiBase`
     /// host is added to it).
@@ -98,25 +78,25 @@ impl TelegramChannel {
         let token = config
             .bot_token
             .clone()
-            .ok_or_else(|| config_err("botToken is required"))?;
+            .ok_or_else(|| ERR.config("botToken is required"))?;
         let t = token.expose_secret();
         if t.is_empty() || t.contains(['/', '?', '#']) || t.chars().any(char::is_whitespace) {
-            return Err(config_err("botToken is malformed"));
+            return Err(ERR.config("botToken is malformed"));
         }
         if let Some(url) = &config.webhook_url {
             let secret = config
                 .webhook_secret
                 .as_ref()
-                .ok_or_else(|| config_err("webhookUrl needs webhookSecret"))?;
+                .ok_or_else(|| ERR.config("webhookUrl needs webhookSecret"))?;
             let s = secret.expose_secret();
             let valid = (1..=256).contains(&s.len())
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             if !valid {
-                return Err(config_err("webhookSecret must be 1-256 of A-Z a-z 0-9 _ -"));
+                return Err(ERR.config("webhookSecret must be 1-256 of A-Z a-z 0-9 _ -"));
             }
             if !url.starts_with("https://") {
-                return Err(config_err("webhookUrl must be https"));
+                return Err(ERR.config("webhookUrl must be https"));
             }
         }
         let base = config.api_base.trim_end_matches('/').to_owned();
@@ -165,14 +145,9 @@ impl TelegramChannel {
         check_circuit(&self.breaker, NAME).map_err(CallError::Other)?;
         let resp = self.client.fetch(req).await;
         record_exchange(&self.breaker, &resp);
-        let resp = resp.map_err(|e| {
-            CallError::Other(ChannelError::Transport {
-                channel: NAME.into(),
-                reason: self.scrub(&e.to_string()),
-            })
-        })?;
+        let resp = resp.map_err(|e| CallError::Other(ERR.transport(self.scrub(&e.to_string()))))?;
         let parsed: Value = serde_json::from_slice(&resp.body).map_err(|_| {
-            CallError::Other(protocol(format!(
+            CallError::Other(ERR.protocol(format!(
                 "{method}: HTTP {} with a body that is not JSON",
                 resp.status
             )))
@@ -196,7 +171,7 @@ impl TelegramChannel {
                 .unwrap_or(1);
             return Err(CallError::RateLimited(Duration::from_secs(secs)));
         }
-        let e = api(format!("{method}: {code} {}", self.scrub(&desc)));
+        let e = ERR.api(format!("{method}: {code} {}", self.scrub(&desc)));
         if code == 401 || code == 404 {
             Err(CallError::Fatal(e))
         } else {
@@ -443,10 +418,10 @@ impl TelegramChannel {
     ) -> Result<(), ChannelError> {
         for b in buttons {
             if b.callback_data.is_empty() || b.callback_data.len() > MAX_CALLBACK_DATA {
-                return Err(protocol("callback_data must be 1-64 bytes"));
+                return Err(ERR.protocol("callback_data must be 1-64 bytes"));
             }
             if b.text.is_empty() {
-                return Err(protocol("button text is empty"));
+                return Err(ERR.protocol("button text is empty"));
             }
         }
         let keyboard: Vec<Value> = buttons
@@ -503,7 +478,7 @@ fn chat_id(chat: &str) -> Result<Value, ChannelError> {
     {
         return Ok(json!(chat));
     }
-    Err(protocol("chat is not a Telegram chat id"))
+    Err(ERR.protocol("chat is not a Telegram chat id"))
 }
 
 fn callback_id(update: &Value) -> Option<&str> {

@@ -18,7 +18,7 @@ use comis_net::{ClientConfig, FetchRequest, FetchResponse, GuardedClient, NetErr
 use tokio::sync::{mpsc, watch};
 
 use crate::backoff::{BREAKER_THRESHOLD, CircuitBreaker};
-use crate::{ChannelError, Health, InboundMessage, InboundSender};
+use crate::{ChannelError, ErrorsFor, Health, InboundMessage, InboundSender};
 
 /// Longest inbound text kept, in characters; longer text is cut and marked `truncated`
 /// (the largest platform limit, Slack's 40 000, with room to spare).
@@ -70,10 +70,9 @@ pub(crate) enum CallError {
 impl CallError {
     pub(crate) fn into_channel(self, channel: &str) -> ChannelError {
         match self {
-            CallError::RateLimited(d) => ChannelError::Api {
-                channel: channel.to_owned(),
-                reason: format!("rate limited for {} s", d.as_secs()),
-            },
+            CallError::RateLimited(d) => {
+                ErrorsFor(channel).api(format!("rate limited for {} s", d.as_secs()))
+            }
             CallError::Fatal(e) | CallError::Other(e) => e,
         }
     }
@@ -162,10 +161,7 @@ pub(crate) fn client_for(
     bases: &[(&str, &str)],
     allow_hosts: &[String],
 ) -> Result<(GuardedClient, SsrfPolicy), ChannelError> {
-    let config_err = |reason: String| ChannelError::Config {
-        channel: channel.to_owned(),
-        reason,
-    };
+    let config_err = |reason: String| ErrorsFor(channel).config(reason);
     let mut allow: Vec<String> = allow_hosts.to_vec();
     for (base, default) in bases {
         let url = url_host(base).ok_or_else(|| config_err(format!("{base:?} is not a URL")))?;
@@ -312,10 +308,7 @@ pub(crate) fn check_circuit(breaker: &CircuitBreaker, channel: &str) -> Result<(
     if breaker.allow() {
         Ok(())
     } else {
-        Err(ChannelError::Api {
-            channel: channel.to_owned(),
-            reason: "circuit open after repeated platform failures".into(),
-        })
+        Err(ErrorsFor(channel).api("circuit open after repeated platform failures"))
     }
 }
 
