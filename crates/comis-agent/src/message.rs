@@ -34,6 +34,12 @@ pub enum ContentBlock {
     },
 }
 
+impl ContentBlock {
+    pub fn is_tool_use(&self) -> bool {
+        matches!(self, ContentBlock::ToolUse { .. })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
@@ -114,6 +120,24 @@ pub struct ChatResponse {
     pub message: ChatMessage,
     pub stop_reason: StopReason,
     pub usage: Usage,
+}
+
+impl ChatResponse {
+    /// The assistant's answer made of `content`.
+    pub fn assistant(
+        content: Vec<ContentBlock>,
+        stop_reason: StopReason,
+        usage: Usage,
+    ) -> ChatResponse {
+        ChatResponse {
+            message: ChatMessage {
+                role: Role::Assistant,
+                content,
+            },
+            stop_reason,
+            usage,
+        }
+    }
 }
 
 /// A streamed piece, for live output. The final [`ChatResponse`] is authoritative; deltas are

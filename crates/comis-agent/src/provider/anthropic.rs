@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use crate::message::{
     ChatMessage, ChatRequest, ChatResponse, ContentBlock, Role, StopReason, StreamDelta, Usage,
 };
-use crate::provider::http::{Endpoint, snippet, stream_error, stream_error_object};
-use crate::provider::sse::{SseEvent, SseParser};
+use crate::provider::http::{Endpoint, snippet, stream_error_object};
+use crate::provider::sse::SseEvent;
 use crate::provider::{BoxFuture, DeltaSink, Provider, ProviderError};
 
 /// The API version sent in `anthropic-version`.
@@ -293,9 +293,7 @@ impl<'a> Accumulator<'a> {
                 _ => {}
             }
         }
-        let has_tool = content
-            .iter()
-            .any(|b| matches!(b, ContentBlock::ToolUse { .. }));
+        let has_tool = content.iter().any(ContentBlock::is_tool_use);
         let stop_reason = match self.stop.as_deref() {
             Some("end_turn" | "stop_sequence") => StopReason::EndTurn,
             Some("tool_use") => StopReason::ToolUse,
@@ -303,14 +301,7 @@ impl<'a> Accumulator<'a> {
             _ if has_tool => StopReason::ToolUse,
             _ => StopReason::Other,
         };
-        Ok(ChatResponse {
-            message: ChatMessage {
-                role: Role::Assistant,
-                content,
-            },
-            stop_reason,
-            usage: self.usage,
-        })
+        Ok(ChatResponse::assistant(content, stop_reason, self.usage))
     }
 }
 
@@ -342,18 +333,10 @@ impl Provider for AnthropicProvider {
     ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         Box::pin(async move {
             let body = request_body(request).to_string().into_bytes();
-            let mut stream = self.endpoint.open(&body).await?;
-            let mut parser = SseParser::new(super::http::MAX_LINE, super::http::MAX_EVENT);
             let mut acc = Accumulator::new(deltas);
-            let mut events = Vec::new();
-            while let Some(chunk) = stream.next_chunk().await.map_err(|e| stream_error(&e))? {
-                parser
-                    .feed(&chunk, &mut events)
-                    .map_err(|e| ProviderError::Malformed(e.to_string()))?;
-                for event in events.drain(..) {
-                    acc.on_event(&event)?;
-                }
-            }
+            self.endpoint
+                .stream_sse(&body, |event| acc.on_event(event))
+                .await?;
             acc.finish()
         })
     }

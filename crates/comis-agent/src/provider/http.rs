@@ -24,6 +24,7 @@ use comis_secrets::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::provider::ProviderError;
+use crate::provider::sse::{LineSplitter, SseEvent, SseParser};
 
 /// The longest backoff between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
@@ -158,6 +159,47 @@ impl Endpoint {
                 }
             }
         }
+    }
+}
+
+impl Endpoint {
+    /// Sends `body` and hands each server-sent event of the answer to `on_event`, in order,
+    /// until the stream ends or `on_event` fails.
+    pub async fn stream_sse(
+        &self,
+        body: &[u8],
+        mut on_event: impl FnMut(&SseEvent) -> Result<(), ProviderError>,
+    ) -> Result<(), ProviderError> {
+        let mut stream = self.open(body).await?;
+        let mut parser = SseParser::new(MAX_LINE, MAX_EVENT);
+        let mut events = Vec::new();
+        while let Some(chunk) = stream.next_chunk().await.map_err(|e| stream_error(&e))? {
+            parser
+                .feed(&chunk, &mut events)
+                .map_err(|e| ProviderError::Malformed(e.to_string()))?;
+            for event in events.drain(..) {
+                on_event(&event)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `body` and hands each line of the newline-delimited answer to `on_line`, the
+    /// last one even without its line break.
+    pub async fn stream_lines(
+        &self,
+        body: &[u8],
+        mut on_line: impl FnMut(&[u8]) -> Result<(), ProviderError>,
+    ) -> Result<(), ProviderError> {
+        let mut stream = self.open(body).await?;
+        let mut lines = LineSplitter::new(MAX_LINE);
+        while let Some(chunk) = stream.next_chunk().await.map_err(|e| stream_error(&e))? {
+            lines.feed(&chunk, &mut on_line)?;
+        }
+        if let Some(rest) = lines.take_rest() {
+            on_line(&rest)?;
+        }
+        Ok(())
     }
 }
 

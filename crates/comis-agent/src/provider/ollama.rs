@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use crate::message::{
-    ChatMessage, ChatRequest, ChatResponse, ContentBlock, Role, StopReason, StreamDelta, Usage,
+    ChatRequest, ChatResponse, ContentBlock, Role, StopReason, StreamDelta, Usage,
 };
-use crate::provider::http::{Endpoint, MAX_ERROR_MESSAGE, snippet, stream_error};
-use crate::provider::sse::{LineSplitter, TooLong};
+use crate::provider::http::{Endpoint, MAX_ERROR_MESSAGE, snippet};
+use crate::provider::openai::{function_tools, tool_result_text};
+use crate::provider::sse::TooLong;
 use crate::provider::{BoxFuture, DeltaSink, Provider, ProviderError};
 
 /// The default `baseUrl`.
@@ -54,11 +55,7 @@ pub fn request_body(request: &ChatRequest) -> Value {
                         is_error,
                     } = b
                     {
-                        let content = if *is_error {
-                            format!("Error: {content}")
-                        } else {
-                            content.clone()
-                        };
+                        let content = tool_result_text(content, *is_error);
                         let mut msg = json!({"role": "tool", "content": content});
                         if let Some(name) = names.get(tool_use_id.as_str()) {
                             msg["tool_name"] = json!(name);
@@ -95,15 +92,7 @@ pub fn request_body(request: &ChatRequest) -> Value {
     body.insert("model".into(), json!(request.model));
     body.insert("messages".into(), Value::Array(messages));
     if !request.tools.is_empty() {
-        let tools: Vec<Value> = request
-            .tools
-            .iter()
-            .map(|t| {
-                json!({"type": "function", "function": {"name": t.name,
-                       "description": t.description, "parameters": t.parameters}})
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
+        body.insert("tools".into(), function_tools(&request.tools));
     }
     body.insert("stream".into(), json!(true));
     body.insert(
@@ -259,14 +248,7 @@ impl<'a> Accumulator<'a> {
             Some("length") => StopReason::MaxTokens,
             _ => StopReason::Other,
         };
-        Ok(ChatResponse {
-            message: ChatMessage {
-                role: Role::Assistant,
-                content,
-            },
-            stop_reason,
-            usage: self.usage,
-        })
+        Ok(ChatResponse::assistant(content, stop_reason, self.usage))
     }
 }
 
@@ -288,15 +270,10 @@ impl Provider for OllamaProvider {
     ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         Box::pin(async move {
             let body = request_body(request).to_string().into_bytes();
-            let mut stream = self.endpoint.open(&body).await?;
-            let mut lines = LineSplitter::new(super::http::MAX_LINE);
             let mut acc = Accumulator::new(deltas);
-            while let Some(chunk) = stream.next_chunk().await.map_err(|e| stream_error(&e))? {
-                lines.feed(&chunk, |line| acc.on_line(line))?;
-            }
-            if let Some(rest) = lines.take_rest() {
-                acc.on_line(&rest)?;
-            }
+            self.endpoint
+                .stream_lines(&body, |line| acc.on_line(line))
+                .await?;
             acc.finish()
         })
     }

@@ -14,10 +14,10 @@
 use serde_json::{Map, Value, json};
 
 use crate::message::{
-    ChatMessage, ChatRequest, ChatResponse, ContentBlock, Role, StopReason, StreamDelta, Usage,
+    ChatMessage, ChatRequest, ChatResponse, ContentBlock, Role, StopReason, StreamDelta,
+    ToolSchema, Usage,
 };
-use crate::provider::http::{Endpoint, snippet, stream_error, stream_error_object};
-use crate::provider::sse::SseParser;
+use crate::provider::http::{Endpoint, snippet, stream_error_object};
 use crate::provider::{BoxFuture, DeltaSink, Provider, ProviderError};
 
 /// The default `baseUrl`.
@@ -62,19 +62,31 @@ pub fn request_body(request: &ChatRequest, official: bool) -> Value {
     };
     body.insert(field.into(), json!(request.max_tokens.max(1)));
     if !request.tools.is_empty() {
-        let tools: Vec<Value> = request
-            .tools
-            .iter()
-            .map(|t| {
-                json!({"type": "function", "function": {"name": t.name,
-                       "description": t.description, "parameters": t.parameters}})
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
+        body.insert("tools".into(), function_tools(&request.tools));
     }
     body.insert("stream".into(), json!(true));
     body.insert("stream_options".into(), json!({"include_usage": true}));
     Value::Object(body)
+}
+
+/// Tools in the `{"type": "function", "function": …}` form (Ollama takes the same).
+pub(crate) fn function_tools(tools: &[ToolSchema]) -> Value {
+    tools
+        .iter()
+        .map(|t| {
+            json!({"type": "function", "function": {"name": t.name,
+                   "description": t.description, "parameters": t.parameters}})
+        })
+        .collect()
+}
+
+/// A tool result as the text of a `role: "tool"` message, which has no error flag.
+pub(crate) fn tool_result_text(content: &str, is_error: bool) -> String {
+    if is_error {
+        format!("Error: {content}")
+    } else {
+        content.to_owned()
+    }
 }
 
 fn push_messages(m: &ChatMessage, out: &mut Vec<Value>) {
@@ -89,11 +101,7 @@ fn push_messages(m: &ChatMessage, out: &mut Vec<Value>) {
                     is_error,
                 } = b
                 {
-                    let content = if *is_error {
-                        format!("Error: {content}")
-                    } else {
-                        content.clone()
-                    };
+                    let content = tool_result_text(content, *is_error);
                     out.push(json!({"role": "tool", "tool_call_id": tool_use_id,
                                     "content": content}));
                 }
@@ -290,23 +298,14 @@ impl<'a> Accumulator<'a> {
                 input,
             });
         }
-        let has_tool = content
-            .iter()
-            .any(|b| matches!(b, ContentBlock::ToolUse { .. }));
+        let has_tool = content.iter().any(ContentBlock::is_tool_use);
         let stop_reason = match self.finish.as_deref() {
             _ if has_tool => StopReason::ToolUse,
             Some("stop") => StopReason::EndTurn,
             Some("length") => StopReason::MaxTokens,
             _ => StopReason::Other,
         };
-        Ok(ChatResponse {
-            message: ChatMessage {
-                role: Role::Assistant,
-                content,
-            },
-            stop_reason,
-            usage: self.usage,
-        })
+        Ok(ChatResponse::assistant(content, stop_reason, self.usage))
     }
 }
 
@@ -324,18 +323,10 @@ impl Provider for OpenAiProvider {
             let body = request_body(request, self.completion_tokens_field)
                 .to_string()
                 .into_bytes();
-            let mut stream = self.endpoint.open(&body).await?;
-            let mut parser = SseParser::new(super::http::MAX_LINE, super::http::MAX_EVENT);
             let mut acc = Accumulator::new(deltas);
-            let mut events = Vec::new();
-            while let Some(chunk) = stream.next_chunk().await.map_err(|e| stream_error(&e))? {
-                parser
-                    .feed(&chunk, &mut events)
-                    .map_err(|e| ProviderError::Malformed(e.to_string()))?;
-                for event in events.drain(..) {
-                    acc.on_data(&event.data)?;
-                }
-            }
+            self.endpoint
+                .stream_sse(&body, |event| acc.on_data(&event.data))
+                .await?;
             acc.finish()
         })
     }

@@ -308,10 +308,7 @@ impl Provider for ScriptedProvider {
             if !text.is_empty() {
                 deltas(StreamDelta::Text(text.clone()));
             }
-            let has_tools = message
-                .content
-                .iter()
-                .any(|b| matches!(b, ContentBlock::ToolUse { .. }));
+            let has_tools = message.content.iter().any(ContentBlock::is_tool_use);
             let output_chars = text.chars().count()
                 + message
                     .content

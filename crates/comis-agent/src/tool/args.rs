@@ -10,7 +10,7 @@
 //! its security layer.
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::ToolError;
 
@@ -97,6 +97,25 @@ pub fn ident(field: &str, value: &str, max_bytes: usize) -> Result<(), ToolError
         )));
     }
     Ok(())
+}
+
+/// The JSON Schema of an arguments object: `properties`, the `required` names, and no other
+/// field — what `deny_unknown_fields` on the argument type enforces.
+pub fn object_schema(properties: Value, required: &[&str]) -> Value {
+    let mut schema = json!({
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": false
+    });
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    schema
+}
+
+/// The JSON Schema of a string that [`ident`] accepts with this `max_bytes`.
+pub fn ident_schema(max_bytes: usize) -> Value {
+    json!({"type": "string", "pattern": format!("^[A-Za-z0-9_-]{{1,{max_bytes}}}$")})
 }
 
 /// An invalid-arguments error with display-safe text.

@@ -94,18 +94,16 @@ impl Tool for SystemExec {
          and output limits). Needs an operator's approval."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "command": {"type": "string", "description": "Run with bash -c."},
                 "cwd": {"type": "string", "description": "Working directory relative to the workspace."},
                 "env": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": MAX_ENV_VARS},
                 "timeoutMs": {"type": "integer", "minimum": 100, "description": "Shorter than the configured timeout only."},
                 "stdin": {"type": "string"}
-            },
-            "required": ["command"],
-            "additionalProperties": false
-        })
+            }),
+            &["command"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -157,15 +155,12 @@ impl Tool for SystemExec {
             };
             let outcome =
                 blocking(move || sandbox.run(&req, policy.as_ref()).map_err(sandbox_err)).await?;
-            Ok(ToolOutput {
-                text: render(
-                    outcome.report.exit,
-                    outcome.report.truncated,
-                    &outcome.stdout,
-                    &outcome.stderr,
-                ),
-                external: true,
-            })
+            Ok(ToolOutput::external(render(
+                outcome.report.exit,
+                outcome.report.truncated,
+                &outcome.stdout,
+                &outcome.stderr,
+            )))
         })
     }
 }

@@ -217,16 +217,14 @@ impl Tool for FileRead {
          offset given at the end of a page to read on."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "path": {"type": "string", "description": "Path relative to the workspace."},
                 "offset": {"type": "integer", "minimum": 0, "description": "Byte offset to start at."},
                 "maxChars": {"type": "integer", "minimum": 1, "maximum": MAX_RESULT_CHARS}
-            },
-            "required": ["path"],
-            "additionalProperties": false
-        })
+            }),
+            &["path"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -244,10 +242,7 @@ impl Tool for FileRead {
             }
             let ws = ctx.workspace.clone();
             let text = blocking(move || read_page(&ws, &a.path, a.offset, max)).await?;
-            Ok(ToolOutput {
-                text,
-                external: true,
-            })
+            Ok(ToolOutput::external(text))
         })
     }
 }
@@ -276,16 +271,14 @@ impl Tool for FileWrite {
          exists, or appended to with append: true). The parent directory must exist."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "path": {"type": "string", "description": "Path relative to the workspace."},
                 "content": {"type": "string", "maxLength": MAX_WRITE_BYTES},
                 "append": {"type": "boolean", "default": false}
-            },
-            "required": ["path", "content"],
-            "additionalProperties": false
-        })
+            }),
+            &["path", "content"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -300,10 +293,7 @@ impl Tool for FileWrite {
             let n = a.content.len();
             let shown = comis_guard::unicode::display_safe(&a.path, 200);
             blocking(move || write_file(&ws, &a.path, &a.content, a.append)).await?;
-            Ok(ToolOutput {
-                text: format!("wrote {n} bytes to {shown}"),
-                external: false,
-            })
+            Ok(ToolOutput::internal(format!("wrote {n} bytes to {shown}")))
         })
     }
 }
@@ -354,16 +344,14 @@ impl Tool for FileEdit {
          newText. Fails if oldText is missing or occurs more than once."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "path": {"type": "string", "description": "Path relative to the workspace."},
                 "oldText": {"type": "string", "minLength": 1},
                 "newText": {"type": "string"}
-            },
-            "required": ["path", "oldText", "newText"],
-            "additionalProperties": false
-        })
+            }),
+            &["path", "oldText", "newText"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -381,10 +369,9 @@ impl Tool for FileEdit {
             let ws = ctx.workspace.clone();
             let shown = comis_guard::unicode::display_safe(&a.path, 200);
             blocking(move || edit(&ws, &a)).await?;
-            Ok(ToolOutput {
-                text: format!("edited {shown} (1 replacement)"),
-                external: false,
-            })
+            Ok(ToolOutput::internal(format!(
+                "edited {shown} (1 replacement)"
+            )))
         })
     }
 }
@@ -482,15 +469,14 @@ impl Tool for FileList {
          show their size in bytes."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "path": {"type": "string", "description": "Directory relative to the workspace (default: the workspace)."},
                 "recursive": {"type": "boolean", "default": false},
                 "maxEntries": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_ENTRIES}
-            },
-            "additionalProperties": false
-        })
+            }),
+            &[],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -513,10 +499,7 @@ impl Tool for FileList {
             let text = blocking(move || list(&ws, &path, a.recursive, max)).await?;
             let (text, _) = args::truncate(&text, MAX_RESULT_CHARS);
             // File names are content someone else may have chosen (a cloned repository).
-            Ok(ToolOutput {
-                text,
-                external: true,
-            })
+            Ok(ToolOutput::external(text))
         })
     }
 }
@@ -569,14 +552,12 @@ impl Tool for FileDelete {
          approval."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "path": {"type": "string", "description": "Path relative to the workspace."}
-            },
-            "required": ["path"],
-            "additionalProperties": false
-        })
+            }),
+            &["path"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -589,10 +570,7 @@ impl Tool for FileDelete {
             let ws = ctx.workspace.clone();
             let shown = comis_guard::unicode::display_safe(&a.path, 200);
             blocking(move || delete(&ws, &a.path)).await?;
-            Ok(ToolOutput {
-                text: format!("deleted {shown}"),
-                external: false,
-            })
+            Ok(ToolOutput::internal(format!("deleted {shown}")))
         })
     }
 }

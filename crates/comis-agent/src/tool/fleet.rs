@@ -49,16 +49,14 @@ impl Tool for MessageSend {
         "Send a text message to a chat on one of the running channels (see channels_list)."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
-                "channel": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+        args::object_schema(
+            json!({
+                "channel": args::ident_schema(64),
                 "chat": {"type": "string", "description": "The chat, room, user or address on that channel."},
                 "text": {"type": "string", "maxLength": MAX_MESSAGE_BYTES}
-            },
-            "required": ["channel", "chat", "text"],
-            "additionalProperties": false
-        })
+            }),
+            &["channel", "chat", "text"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -75,10 +73,12 @@ impl Tool for MessageSend {
                 .send_message(&a.channel, &a.chat, &a.text)
                 .await
                 .map_err(service_err)?;
-            Ok(ToolOutput {
-                text: format!("sent {} bytes to {} on {}", a.text.len(), a.chat, a.channel),
-                external: false,
-            })
+            Ok(ToolOutput::internal(format!(
+                "sent {} bytes to {} on {}",
+                a.text.len(),
+                a.chat,
+                a.channel
+            )))
         })
     }
 }
@@ -99,7 +99,7 @@ impl Tool for ChannelsList {
         "List the running channels that message_send can reach."
     }
     fn parameters(&self) -> Value {
-        json!({"type": "object", "properties": {}, "additionalProperties": false})
+        args::object_schema(json!({}), &[])
     }
     fn call<'a>(
         &'a self,
@@ -109,10 +109,9 @@ impl Tool for ChannelsList {
         Box::pin(async move {
             let _: NoArgs = args::parse(args)?;
             let channels = ctx.services.list_channels();
-            Ok(ToolOutput {
-                text: json!({ "channels": channels }).to_string(),
-                external: false,
-            })
+            Ok(ToolOutput::internal(
+                json!({ "channels": channels }).to_string(),
+            ))
         })
     }
 }
@@ -136,14 +135,12 @@ impl Tool for AgentsSpawn {
          Sub-agents nest at most 3 deep."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "task": {"type": "string", "maxLength": MAX_TASK_BYTES}
-            },
-            "required": ["task"],
-            "additionalProperties": false
-        })
+            }),
+            &["task"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -167,10 +164,9 @@ impl Tool for AgentsSpawn {
                 .spawn_agent(&ctx.agent_id, ctx.depth + 1, a.task)
                 .await
                 .map_err(service_err)?;
-            Ok(ToolOutput {
-                text: args::truncate(&reply, MAX_RESULT_CHARS).0,
-                external: true,
-            })
+            Ok(ToolOutput::external(
+                args::truncate(&reply, MAX_RESULT_CHARS).0,
+            ))
         })
     }
 }
@@ -193,12 +189,7 @@ impl Tool for TokensRevoke {
         "Revoke a gateway token by id. Needs an operator's approval."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {"id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}},
-            "required": ["id"],
-            "additionalProperties": false
-        })
+        args::object_schema(json!({"id": args::ident_schema(128)}), &["id"])
     }
     fn call<'a>(
         &'a self,
@@ -209,10 +200,7 @@ impl Tool for TokensRevoke {
             let a: IdArgs = args::parse(args)?;
             args::ident("id", &a.id, 128)?;
             ctx.services.revoke_token(&a.id).map_err(service_err)?;
-            Ok(ToolOutput {
-                text: format!("revoked token {}", a.id),
-                external: false,
-            })
+            Ok(ToolOutput::internal(format!("revoked token {}", a.id)))
         })
     }
 }
@@ -229,12 +217,7 @@ impl Tool for AgentsDelete {
         "Remove an agent from the running fleet. Needs an operator's approval."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {"id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
-            "required": ["id"],
-            "additionalProperties": false
-        })
+        args::object_schema(json!({"id": args::ident_schema(64)}), &["id"])
     }
     fn call<'a>(
         &'a self,
@@ -248,10 +231,7 @@ impl Tool for AgentsDelete {
                 return Err(invalid("an agent cannot delete itself"));
             }
             ctx.services.delete_agent(&a.id).map_err(service_err)?;
-            Ok(ToolOutput {
-                text: format!("deleted agent {}", a.id),
-                external: false,
-            })
+            Ok(ToolOutput::internal(format!("deleted agent {}", a.id)))
         })
     }
 }

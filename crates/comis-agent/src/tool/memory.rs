@@ -85,16 +85,14 @@ impl Tool for MemorySearch {
          learned or external (external memories are left out unless includeExternal is true)."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "query": {"type": "string"},
                 "limit": {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH_RESULTS},
                 "includeExternal": {"type": "boolean", "default": false}
-            },
-            "required": ["query"],
-            "additionalProperties": false
-        })
+            }),
+            &["query"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -173,16 +171,14 @@ impl Tool for MemoryStore {
          trust."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "content": {"type": "string", "maxLength": MAX_CONTENT_BYTES},
                 "key": {"type": "string", "pattern": "^[A-Za-z0-9_.:/-]{1,128}$"},
                 "tags": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "maxItems": comis_store::memory::MAX_TAGS}
-            },
-            "required": ["content"],
-            "additionalProperties": false
-        })
+            }),
+            &["content"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -223,20 +219,17 @@ impl Tool for MemoryStore {
                             .with("memoryId", o.id.0)
                             .with("reasons", o.reasons.clone()),
                     );
-                    Ok(ToolOutput {
-                        text: format!(
-                            "stored memory {} at external trust: the content looked like \
-                             instructions ({})",
-                            o.id,
-                            o.reasons.join(", ")
-                        ),
-                        external: false,
-                    })
+                    Ok(ToolOutput::internal(format!(
+                        "stored memory {} at external trust: the content looked like \
+                         instructions ({})",
+                        o.id,
+                        o.reasons.join(", ")
+                    )))
                 }
-                Ok(o) => Ok(ToolOutput {
-                    text: format!("stored memory {} ({} trust)", o.id, o.trust),
-                    external: false,
-                }),
+                Ok(o) => Ok(ToolOutput::internal(format!(
+                    "stored memory {} ({} trust)",
+                    o.id, o.trust
+                ))),
                 Err(StoreError::WriteBlocked { reasons }) => {
                     ctx.events.emit(
                         event(EventKind::MemoryWriteBlocked, Outcome::Denied)
@@ -310,13 +303,12 @@ impl Tool for MemoryClear {
          memories stay. Needs an operator's approval."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "key": {"type": "string", "pattern": "^[A-Za-z0-9_.:/-]{1,128}$"}
-            },
-            "additionalProperties": false
-        })
+            }),
+            &[],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -350,10 +342,7 @@ impl Tool for MemoryClear {
                     format!("forgot {removed} memories; {kept} system memories kept")
                 }
             };
-            Ok(ToolOutput {
-                text,
-                external: false,
-            })
+            Ok(ToolOutput::internal(text))
         })
     }
 }

@@ -62,6 +62,24 @@ pub struct ToolOutput {
     pub external: bool,
 }
 
+impl ToolOutput {
+    /// Text the tool wrote itself (a confirmation, a listing of its own state).
+    pub fn internal(text: String) -> ToolOutput {
+        ToolOutput {
+            text,
+            external: false,
+        }
+    }
+
+    /// Text that came from outside and must be wrapped as external content.
+    pub fn external(text: String) -> ToolOutput {
+        ToolOutput {
+            text,
+            external: true,
+        }
+    }
+}
+
 /// Why a tool call failed; shown to the model as an error result, never a crash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolError {

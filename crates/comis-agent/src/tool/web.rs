@@ -135,15 +135,13 @@ impl Tool for WebFetch {
          cloud-metadata addresses are refused. The content is untrusted."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
+        args::object_schema(
+            json!({
                 "url": {"type": "string", "description": "An http or https URL."},
                 "maxChars": {"type": "integer", "minimum": 1, "maximum": MAX_RESULT_CHARS}
-            },
-            "required": ["url"],
-            "additionalProperties": false
-        })
+            }),
+            &["url"],
+        )
     }
     fn call<'a>(
         &'a self,
@@ -195,14 +193,11 @@ impl Tool for WebFetch {
                 raw.into_owned()
             };
             let (body, _) = args::truncate(&body, max);
-            Ok(ToolOutput {
-                text: format!(
-                    "URL: {}\nStatus: {}\n\n{body}",
-                    comis_guard::unicode::display_safe(&resp.url, 300),
-                    resp.status
-                ),
-                external: true,
-            })
+            Ok(ToolOutput::external(format!(
+                "URL: {}\nStatus: {}\n\n{body}",
+                comis_guard::unicode::display_safe(&resp.url, 300),
+                resp.status
+            )))
         })
     }
 }
