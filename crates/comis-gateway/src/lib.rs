@@ -33,7 +33,7 @@ pub use config::{
     GatewayConfig, HmacAlgorithm, HookConfig, TlsConfig, TokenConfig, WebhooksConfig,
 };
 pub use platform::{PlatformHandler, PlatformReply};
-pub use server::{Gateway, serve};
+pub use server::{Gateway, TokenRevoker, serve};
 pub use ws::{CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED};
 
 /// Why the gateway could not start or stopped.

@@ -245,6 +245,25 @@ pub(crate) use comis_store::time::{format_ms, now_ms};
 const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// A bound, not yet serving gateway. Bind first to learn the address (port 0 in tests).
+/// Revokes tokens of a running gateway; see [`Gateway::revoker`].
+#[derive(Clone)]
+pub struct TokenRevoker {
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for TokenRevoker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRevoker").finish_non_exhaustive()
+    }
+}
+
+impl TokenRevoker {
+    /// Revokes `id`; false when there is no such active token.
+    pub fn revoke(&self, id: &str) -> bool {
+        self.state.tokens.revoke(id)
+    }
+}
+
 pub struct Gateway {
     listener: TcpListener,
     state: Arc<AppState>,
@@ -388,6 +407,14 @@ impl Gateway {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.state.local_addr
+    }
+
+    /// A handle that revokes gateway tokens while the gateway runs (the agents' `tokens.revoke`
+    /// tool reaches it through the daemon). Revocation takes effect on the next request.
+    pub fn revoker(&self) -> TokenRevoker {
+        TokenRevoker {
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// Start-up warnings for the daemon to show (plain HTTP on a public address, no tokens).

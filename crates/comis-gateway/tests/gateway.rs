@@ -1973,3 +1973,38 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(closed.is_ok(), "an idle keep-alive connection stayed open");
     h.shutdown().await;
 }
+
+/// The daemon's handle (what the agents' `tokens.revoke` tool reaches) revokes a token of the
+/// running gateway at once; an unknown id is refused and the other tokens keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revoker_handle_revokes_a_token_of_the_running_gateway() {
+    let (config, webhooks) = base_config();
+    let (tx, _turns) = mpsc::unbounded_channel();
+    let gateway = Gateway::bind(
+        config,
+        webhooks,
+        Arc::new(EchoBackend { turns: tx }),
+        EventBus::new(),
+    )
+    .await
+    .unwrap();
+    let addr = gateway.local_addr();
+    let revoker = gateway.revoker();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.run(async move {
+        let _ = stopped.await;
+    }));
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "system.ping"}).to_string();
+    assert_eq!(rpc_raw(addr, Some(API), body.as_bytes()).await.status, 200);
+    assert!(revoker.revoke("api"));
+    assert_eq!(rpc_raw(addr, Some(API), body.as_bytes()).await.status, 401);
+    assert!(!revoker.revoke("api"), "already revoked");
+    assert!(!revoker.revoke("no-such-token"));
+    still_serves(addr).await;
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -122,6 +122,7 @@ fn providers(
 pub struct DaemonServices {
     runtime: OnceLock<Weak<Runtime>>,
     channels: OnceLock<BTreeMap<String, Arc<dyn Channel>>>,
+    tokens: OnceLock<comis_gateway::TokenRevoker>,
 }
 
 impl Services for DaemonServices {
@@ -185,8 +186,16 @@ impl Services for DaemonServices {
         })
     }
 
-    fn revoke_token(&self, _id: &str) -> Result<(), String> {
-        Err("gateway tokens are revoked by an operator (tokens.revoke over the admin API)".into())
+    fn revoke_token(&self, id: &str) -> Result<(), String> {
+        let tokens = self
+            .tokens
+            .get()
+            .ok_or_else(|| "the gateway is not running".to_owned())?;
+        if tokens.revoke(id) {
+            Ok(())
+        } else {
+            Err(format!("no active gateway token {id:?}"))
+        }
     }
 
     fn delete_agent(&self, _id: &str) -> Result<(), String> {
@@ -300,6 +309,7 @@ pub async fn wire(parts: Parts<'_>) -> Result<Wired, CliError> {
     )
     .await
     .map_err(|e| CliError::Usage(format!("gateway: {e}")))?;
+    let _ = services.tokens.set(gateway.revoker());
     for w in gateway.warnings() {
         tracing::warn!(warning = %w, "gateway");
     }
