@@ -62,19 +62,26 @@ pub struct Services {
 
 /// Starts the agent runtime, the gateway and the channels (see [`super::wiring`]).
 ///
-/// The host probe runs first (it decides whether exec has a sandbox); the gateway is bound
-/// before this returns, so readiness means `/health` answers.
+/// `probe` is the host probe, started at the top of [`serve`] so that it runs beside opening
+/// the store (it decides whether exec has a sandbox); the gateway is bound before this
+/// returns, so readiness means `/health` answers.
 pub async fn start_services(
     ctx: &DaemonContext,
     redacted: serde_json::Value,
+    probe: tokio::task::JoinHandle<comis_sandbox::HostProbe>,
 ) -> Result<Services, CliError> {
     let config = ctx.config.borrow().clone();
     let secrets = ctx.secrets.borrow().clone();
-    let probe = tokio::task::spawn_blocking(|| comis_sandbox::HostProbe::run(None))
+    let probe = probe
         .await
         .map_err(|e| CliError::Usage(format!("host probe: {e}")))?;
-    let sandbox = match comis_sandbox::Sandbox::new(comis_sandbox::SandboxConfig::default(), &probe)
-    {
+    // No command may see the daemon's own files (vault, master key, database, config), even
+    // where a configured path would bind them.
+    let sandbox_config = comis_sandbox::SandboxConfig {
+        hidden: vec![ctx.home.clone()],
+        ..comis_sandbox::SandboxConfig::default()
+    };
+    let sandbox = match comis_sandbox::Sandbox::new(sandbox_config, &probe) {
         Ok(s) => Some(Arc::new(s)),
         Err(e) => {
             tracing::warn!(error = %e, "no exec sandbox on this host: exec is refused");
@@ -236,6 +243,8 @@ pub fn run_foreground() -> Result<ExitCode, CliError> {
 
 async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
     let started = std::time::Instant::now();
+    // The probe spawns bwrap a few times; let it run while the store compiles its validator.
+    let probe_task = tokio::task::spawn_blocking(|| comis_sandbox::HostProbe::run(None));
     let store = Arc::new(comis_store::Store::open_in(home)?);
     let mut bus = EventBus::new();
     if loaded.config.security.audit_log {
@@ -258,7 +267,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(signal_err)?;
 
-    let services = start_services(&ctx, redacted).await?;
+    let services = start_services(&ctx, redacted, probe_task).await?;
     let state = Arc::new(Mutex::new(DaemonState {
         pid: std::process::id(),
         started_at: now(),
