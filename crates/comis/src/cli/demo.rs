@@ -322,7 +322,7 @@ fn steps(secret: &SecretString) -> Vec<Step> {
             layer: "output guard (canary)",
             evidence: &["canary:leaked"],
             operator: None,
-            must_not_leak: vec!["CANARY".into()],
+            must_not_leak: vec![comis_guard::canary::CANARY_PREFIX.into()],
             history_must_not_contain: &[],
             history_must_contain: &[],
             expect_stopped: None,
