@@ -478,7 +478,7 @@ impl RuntimeBuilder {
             input_guard: InputGuard::new(self.input_guard)?,
             rate_limiter: Mutex::new(InjectionRateLimiter::new(self.rate_limit)?),
             sanitizer: ToolOutputSanitizer::new()?,
-            wrapper: ContentWrapper::new()?,
+            wrapper: comis_guard::wrap::global()?,
             classifier: match self.classifier {
                 Some(c) => c,
                 None => default_classifier()?,
@@ -532,7 +532,8 @@ pub struct Runtime {
     input_guard: InputGuard,
     rate_limiter: Mutex<InjectionRateLimiter>,
     sanitizer: ToolOutputSanitizer,
-    wrapper: ContentWrapper,
+    /// The process-wide wrapper (shared with the gateway).
+    wrapper: &'static ContentWrapper,
     classifier: Classifier,
     shutting_down: AtomicBool,
 }
@@ -880,7 +881,7 @@ impl Runtime {
             &text,
             &agent.config.rag,
             &self.sanitizer,
-            &self.wrapper,
+            self.wrapper,
         );
         let name = agent.config.name.as_deref().unwrap_or(&agent.id);
         let system = system_prompt(&PromptParts {

@@ -230,8 +230,14 @@ pub struct Wrapped {
 
 /// Wraps external content with a fresh delimiter, using the process-wide [`ContentWrapper`].
 pub fn wrap(content: &str, opts: &WrapOptions<'_>) -> Result<Wrapped, GuardError> {
+    global()?.wrap(content, opts)
+}
+
+/// The process-wide [`ContentWrapper`], built on first use: every component of a process
+/// shares it instead of compiling its own marker neutralizer and pattern sets.
+pub fn global() -> Result<&'static ContentWrapper, GuardError> {
     match &*GLOBAL_WRAPPER {
-        Ok(w) => w.wrap(content, opts),
+        Ok(w) => Ok(w),
         Err(e) => Err(clone_error(e)),
     }
 }
