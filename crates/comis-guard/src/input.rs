@@ -210,7 +210,7 @@ impl InputGuard {
                 "input guard thresholds must be at least 0.001 apart and above 0 (medium {m}, high {h})"
             )));
         }
-        let patterns = Registry::global()?.select_where(scored)?;
+        let patterns = Registry::global()?.select_shared(scored)?;
         Ok(InputGuard {
             config,
             medium,

@@ -29,7 +29,7 @@ use std::sync::LazyLock;
 
 use serde::Serialize;
 
-use crate::patterns::{Family, Pattern, PatternSet, Registry};
+use crate::patterns::{Family, INJECTION, Pattern, PatternSet, Registry};
 use crate::unicode::{normalize_for_matching, scan_invisible};
 use crate::wrap::{dedup, finding_of};
 use crate::{Finding, GuardError, Severity};
@@ -94,12 +94,7 @@ pub struct MemoryValidator {
 impl MemoryValidator {
     pub fn new() -> Result<Self, GuardError> {
         Ok(MemoryValidator {
-            set: Registry::global()?.select(&[
-                Family::DangerousCommand,
-                Family::Jailbreak,
-                Family::RoleMarker,
-                Family::Instruction,
-            ])?,
+            set: Registry::global()?.select_shared(|d| INJECTION.contains(&d.family))?,
         })
     }
 

@@ -170,7 +170,7 @@ impl SkillScanner {
         let registry = Registry::global()?;
         Ok(SkillScanner {
             rules: registry.select(&[Family::SkillRule])?,
-            injection: registry.select_where(|d| {
+            injection: registry.select_shared(|d| {
                 INJECTION_FAMILIES.contains(&d.family) && !RULE_GRADED.contains(&d.name)
             })?,
             config,

@@ -89,11 +89,12 @@ pub struct ToolOutputSanitizer {
 impl ToolOutputSanitizer {
     pub fn new() -> Result<Self, GuardError> {
         Ok(ToolOutputSanitizer {
-            set: Registry::global()?.select(&[
-                Family::Jailbreak,
-                Family::RoleMarker,
-                Family::Instruction,
-            ])?,
+            set: Registry::global()?.select_shared(|d| {
+                matches!(
+                    d.family,
+                    Family::Jailbreak | Family::RoleMarker | Family::Instruction
+                )
+            })?,
         })
     }
 

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
-use crate::patterns::{Family, Pattern, PatternSet, Registry};
+use crate::patterns::{INJECTION, Pattern, PatternSet, Registry};
 use crate::unicode::{fold_homoglyph, invisible_category, scan_invisible};
 use crate::{Finding, GuardError};
 
@@ -267,12 +267,7 @@ impl ContentWrapper {
     pub fn new() -> Result<Self, GuardError> {
         let reg = Registry::global()?;
         Ok(ContentWrapper {
-            suspicious: reg.select(&[
-                Family::Jailbreak,
-                Family::RoleMarker,
-                Family::DangerousCommand,
-                Family::Instruction,
-            ])?,
+            suspicious: reg.select_shared(|d| INJECTION.contains(&d.family))?,
             markers: MarkerNeutralizer::new(reg)?,
         })
     }

@@ -11,6 +11,7 @@
 //! - [`safe_path`]: the one way an agent path reaches the filesystem.
 //! - [`helper`]: operator-configured programs (credential helpers), no shell, empty env.
 //! - [`daemon`]: the comis daemon itself, started detached by `comis daemon start`.
+//! - [`memory`]: handing the heap's freed pages back to the kernel once start-up is done.
 //!
 //! ## What this crate guarantees
 //! No secret of the daemon reaches a child: every child starts from an empty environment (a
@@ -24,7 +25,8 @@
 //! out; the layers narrow that surface, they do not remove it. Disk use inside a workspace is
 //! bounded per file only.
 //!
-//! `unsafe` appears once, in [`process`], for `pre_exec` (see its `SAFETY` note).
+//! `unsafe` appears twice, each with a `SAFETY` note: in [`process`] for `pre_exec`, and in
+//! [`memory`] for `malloc_trim`.
 
 pub mod cgroup;
 pub mod daemon;
@@ -32,6 +34,7 @@ pub mod env;
 pub mod exec;
 pub mod helper;
 pub mod limits;
+pub mod memory;
 pub mod policy;
 pub mod probe;
 mod process;
