@@ -288,6 +288,9 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
         ready_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "comis daemon ready"
     );
+    // Start-up compiled the guards' pattern sets; what it freed would otherwise stay resident
+    // for the daemon's lifetime (idle RSS 32 MB instead of 21).
+    comis_sandbox::memory::release_free_heap();
     // The probe ran in start_services (it decides exec); record what it found.
     let layers = probe
         .lock()
