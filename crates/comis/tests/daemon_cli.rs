@@ -259,6 +259,21 @@ fn invalid_config_is_refused_with_position_and_suggestion() {
         "{}",
         text(&o)
     );
+    // An agent whose provider is not configured: valid types, refused before the daemon
+    // would fail to build it.
+    fs::write(
+        home.join("config.yaml"),
+        "providers:\n  entries:\n    a: { type: anthropic }\nagents:\n  bot:\n    provider: b\n",
+    )
+    .unwrap();
+    let o = comis(&home, &["config", "validate"], "");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(":6:15: agents.bot.provider: no provider \"b\""),
+        "{err}"
+    );
+    assert!(err.contains("configured: a"), "{err}");
 }
 
 #[test]
@@ -390,7 +405,7 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
     });
     fs::write(
         &config,
-        good.replace("agents:\n", "agents:\n  second: {}\n"),
+        good.replace("agents:\n", "agents:\n  second: { provider: anthropic }\n"),
     )
     .unwrap();
     // `logs -f -n 0` starts at the end of the file whenever it gets there: signal until a
@@ -416,6 +431,67 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
         v["agents"] == serde_json::json!(["default", "second"])
     });
+    // The reload is applied, not only recorded: the new agent answers through the gateway
+    // (its provider has no key, so the answer is the provider-unavailable one), and an agent
+    // the file never named is still refused.
+    let o = comis(&home, &["chat", "--agent", "second", "-m", "hello"], "");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("not available"),
+        "{}",
+        text(&o)
+    );
+    let o = comis(&home, &["chat", "--agent", "third", "-m", "hello"], "");
+    assert!(!o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn a_reload_whose_services_cannot_start_keeps_the_running_ones() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    init(&home);
+    let o = comis(&home, &["daemon", "start"], "");
+    let _stop = Stopper(&home);
+    assert!(o.status.success(), "{}", text(&o));
+    let status = || {
+        let o = comis(&home, &["daemon", "status", "--json"], "");
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default()
+    };
+    let before = status()["gateway"].as_str().unwrap().to_owned();
+    // A port another process holds: the file is valid, its gateway cannot bind.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = home.join("config.yaml");
+    let good = fs::read_to_string(&config).unwrap();
+    assert!(good.contains("port: 0"), "{good}");
+    fs::write(&config, good.replace("port: 0", &format!("port: {port}"))).unwrap();
+    let pid: i32 = fs::read_to_string(home.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .unwrap();
+    let log = home.join("logs/daemon.log");
+    wait_for("the refused reload in the log", || {
+        fs::read_to_string(&log)
+            .unwrap()
+            .contains("its services did not start")
+    });
+    // Still running, serving again from the previous configuration (port 0: the kernel picks
+    // a fresh port, so the state file changes when the gateway is back).
+    wait_for("the gateway back in the status", || {
+        let v = status();
+        v["gateway"]
+            .as_str()
+            .is_some_and(|g| !g.is_empty() && g != before && !g.ends_with(&format!(":{port}")))
+    });
+    let o = comis(&home, &["chat", "-m", "hello"], "");
+    assert!(o.status.success(), "{}", text(&o));
+    drop(taken);
 }
 
 fn doctor_json(home: &Path, fix: bool) -> (Option<i32>, serde_json::Value) {

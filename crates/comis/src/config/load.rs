@@ -190,6 +190,35 @@ pub fn load_text(
             .map(|_| ())
             .map_err(|e| e.to_string()),
     )?;
+    // An agent naming a provider that does not exist would pass every type check and only
+    // fail when the daemon builds it; refuse it here, where the position is known.
+    // (Only agents the file names: the implicit default agent of a file without `agents` is
+    // the daemon's to report.)
+    for (id, agent) in &config.agents {
+        let at = format!("/agents/{}", yaml::escape(id));
+        if spans.holds(&at) && !config.providers.entries.contains_key(&agent.provider) {
+            let known: Vec<&str> = config
+                .providers
+                .entries
+                .keys()
+                .map(String::as_str)
+                .collect();
+            return Err(invalid(
+                spans
+                    .value(&format!("{at}/provider"))
+                    .or_else(|| spans.value(&at)),
+                format!(
+                    "agents.{id}.provider: no provider {:?} in providers.entries (configured: {})",
+                    agent.provider,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
     Ok(Loaded {
         config,
         path: path.to_owned(),

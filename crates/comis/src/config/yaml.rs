@@ -54,6 +54,11 @@ impl Spans {
     }
 
     /// Where the value at `pointer` starts; falls back to the nearest enclosing node.
+    /// Whether the document itself holds a value at `pointer` (not a default filled in later).
+    pub fn holds(&self, pointer: &str) -> bool {
+        self.values.contains_key(pointer)
+    }
+
     pub fn value(&self, pointer: &str) -> Option<Pos> {
         let mut p = pointer;
         loop {

@@ -7,12 +7,17 @@
 //!
 //! Signals: SIGTERM and SIGINT stop gracefully (services stopped, pending approvals denied,
 //! `daemon:stopped` recorded, the store closed, pid and state files removed). SIGHUP reloads
-//! `config.yaml` after validating it; an invalid file leaves the running configuration in
-//! place and the log says why. Subscribers of [`DaemonContext::config`] see each accepted
-//! configuration.
+//! `config.yaml` and the vault after validating them; an invalid file leaves the running
+//! configuration in place and the log says why. An accepted configuration is applied by
+//! restarting the services inside the process, as a restart would but keeping the store,
+//! the audit chain, the host probe and the pid: turns in flight finish or are refused,
+//! pending approvals are denied, the gateway drains and binds again (a changed address
+//! applies), channels reconnect, and agents, providers and secrets are rebuilt from the new
+//! files. If the new services cannot start (the new port is taken, say), the previous
+//! configuration is started again and the reload is recorded as refused.
 //!
 //! Does not: restart crashed services (the service manager restarts the daemon), or apply a
-//! reloaded `logLevel` or gateway address without a restart.
+//! reloaded `logLevel` without a restart.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,7 +54,7 @@ pub struct DaemonContext {
 }
 
 /// The services the daemon runs. Each is stopped, in reverse order, on shutdown.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Services {
     /// What `comis daemon status` shows as the gateway address ("" when none is listening).
     pub gateway_addr: String,
@@ -58,39 +63,36 @@ pub struct Services {
     pub runtime: Option<Arc<comis_agent::runtime::Runtime>>,
     /// Tells the gateway to stop accepting and drain.
     pub stop: Option<watch::Sender<bool>>,
+    /// What they were started from, to start again if a reloaded configuration cannot.
+    pub config: Arc<Config>,
+    pub secrets: Arc<comis_secrets::SecretManager>,
+    pub redacted: serde_json::Value,
 }
 
 /// Starts the agent runtime, the gateway and the channels (see [`super::wiring`]).
 ///
-/// `probe` is the host probe, started at the top of [`serve`] so that it runs beside opening
-/// the store (it decides whether exec has a sandbox); the gateway is bound before this
-/// returns, so readiness means `/health` answers.
+/// `probe` is the host probe (it decides whether exec has a sandbox). The gateway is bound
+/// before this returns, so readiness means `/health` answers.
 pub async fn start_services(
     ctx: &DaemonContext,
     redacted: serde_json::Value,
-    probe: tokio::task::JoinHandle<comis_sandbox::HostProbe>,
+    probe: &comis_sandbox::HostProbe,
 ) -> Result<Services, CliError> {
     let config = ctx.config.borrow().clone();
     let secrets = ctx.secrets.borrow().clone();
-    let probe = probe
-        .await
-        .map_err(|e| CliError::Usage(format!("host probe: {e}")))?;
     // No command may see the daemon's own files (vault, master key, database, config), even
     // where a configured path would bind them.
     let sandbox_config = comis_sandbox::SandboxConfig {
         hidden: vec![ctx.home.clone()],
         ..comis_sandbox::SandboxConfig::default()
     };
-    let sandbox = match comis_sandbox::Sandbox::new(sandbox_config, &probe) {
+    let sandbox = match comis_sandbox::Sandbox::new(sandbox_config, probe) {
         Ok(s) => Some(Arc::new(s)),
         Err(e) => {
             tracing::warn!(error = %e, "no exec sandbox on this host: exec is refused");
             None
         }
     };
-    if let Ok(mut slot) = ctx.probe.lock() {
-        *slot = Some(probe);
-    }
     let health: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let gateway_addr: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
     let status = {
@@ -104,7 +106,7 @@ pub async fn start_services(
     let wired = wiring::wire(wiring::Parts {
         home: &ctx.home,
         config: &config,
-        redacted_config: redacted,
+        redacted_config: redacted.clone(),
         secrets,
         store: ctx.store.clone(),
         bus: ctx.bus.clone(),
@@ -154,6 +156,9 @@ pub async fn start_services(
         tasks,
         runtime: Some(wired.runtime),
         stop: Some(stop_tx),
+        config,
+        secrets: ctx.secrets.borrow().clone(),
+        redacted,
     })
 }
 
@@ -267,7 +272,13 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(signal_err)?;
 
-    let services = start_services(&ctx, redacted, probe_task).await?;
+    let probe_result = probe_task
+        .await
+        .map_err(|e| CliError::Usage(format!("host probe: {e}")))?;
+    if let Ok(mut slot) = ctx.probe.lock() {
+        *slot = Some(probe_result.clone());
+    }
+    let mut services = start_services(&ctx, redacted, &probe_result).await?;
     let state = Arc::new(Mutex::new(DaemonState {
         pid: std::process::id(),
         started_at: now(),
@@ -309,7 +320,28 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => reload(home, &config_tx, &secrets_tx, &bus, &state),
+            _ = sighup.recv() => {
+                let Some(redacted) = reload(home, &config_tx, &secrets_tx, &bus) else {
+                    continue;
+                };
+                services = restart_services(
+                    &ctx,
+                    services,
+                    redacted,
+                    &probe_result,
+                    (&config_tx, &secrets_tx),
+                    &bus,
+                )
+                .await?;
+                let config = ctx.config.borrow().clone();
+                if let Ok(mut s) = state.lock() {
+                    s.gateway.clone_from(&services.gateway_addr);
+                    s.agents = config.agents.keys().cloned().collect();
+                    s.channels = enabled_channels(&config);
+                    s.config_loaded_at = now();
+                }
+                write_state(home, &state);
+            }
         }
     }
 
@@ -340,13 +372,15 @@ fn write_state(home: &Path, state: &Mutex<DaemonState>) {
     }
 }
 
+/// Loads and validates `config.yaml` and the vault. When both are good, publishes them to the
+/// context's watch channels and returns the redacted configuration (for `config.get`); when
+/// not, records the refusal and returns `None`, leaving everything as it was.
 fn reload(
     home: &Path,
     tx: &watch::Sender<Arc<Config>>,
     secrets_tx: &watch::Sender<Arc<comis_secrets::SecretManager>>,
     bus: &EventBus,
-    state: &Mutex<DaemonState>,
-) {
+) -> Option<serde_json::Value> {
     match load::load(home).and_then(|l| {
         let s = load::secret_manager(home).map_err(|e| ConfigError::Invalid {
             file: l.path.clone(),
@@ -356,17 +390,10 @@ fn reload(
         Ok((l, s))
     }) {
         Ok((l, secrets)) => {
+            let redacted = l.redacted();
             secrets_tx.send_replace(Arc::new(secrets));
-            let config = Arc::new(l.config);
-            if let Ok(mut s) = state.lock() {
-                s.agents = config.agents.keys().cloned().collect();
-                s.channels = enabled_channels(&config);
-                s.config_loaded_at = now();
-            }
-            tx.send_replace(config);
-            write_state(home, state);
-            bus.emit(Event::new(EventKind::ConfigReloaded, Outcome::Allowed));
-            tracing::info!("SIGHUP: configuration reloaded");
+            tx.send_replace(Arc::new(l.config));
+            Some(redacted)
         }
         Err(e) => {
             bus.emit(
@@ -377,6 +404,52 @@ fn reload(
                 error = %e,
                 "SIGHUP: configuration reload refused, keeping the running configuration"
             );
+            None
+        }
+    }
+}
+
+/// Applies a configuration [`reload`] published: stops the running services, starts them
+/// from the new configuration, and if that fails puts the previous configuration and
+/// secrets back and starts those. Errors only when neither starts (the daemon then exits and
+/// its service manager restarts it).
+async fn restart_services(
+    ctx: &DaemonContext,
+    running: Services,
+    redacted: serde_json::Value,
+    probe: &comis_sandbox::HostProbe,
+    (config_tx, secrets_tx): (
+        &watch::Sender<Arc<Config>>,
+        &watch::Sender<Arc<comis_secrets::SecretManager>>,
+    ),
+    bus: &EventBus,
+) -> Result<Services, CliError> {
+    let previous = (
+        running.config.clone(),
+        running.secrets.clone(),
+        running.redacted.clone(),
+    );
+    stop_services(running).await;
+    match start_services(ctx, redacted, probe).await {
+        Ok(services) => {
+            bus.emit(Event::new(EventKind::ConfigReloaded, Outcome::Allowed));
+            tracing::info!(gateway = %services.gateway_addr, "SIGHUP: configuration reloaded");
+            Ok(services)
+        }
+        Err(e) => {
+            bus.emit(
+                Event::new(EventKind::ConfigReloaded, Outcome::Denied)
+                    .with("reason", "services did not start"),
+            );
+            tracing::warn!(
+                error = %e,
+                "SIGHUP: configuration reload refused: its services did not start; \
+                 starting the previous configuration again"
+            );
+            let (config, secrets, redacted) = previous;
+            config_tx.send_replace(config);
+            secrets_tx.send_replace(secrets);
+            start_services(ctx, redacted, probe).await
         }
     }
 }

@@ -9,7 +9,8 @@
 //! [`SLACK_WEBHOOK_PATH`] and [`TELEGRAM_WEBHOOK_PATH`] and answered by the adapter, which
 //! verifies the platform's signature or secret token before anything reaches the router.
 //!
-//! Does not: rebuild the runtime on SIGHUP (agents, providers and channels apply on restart).
+//! Builds once per configuration: a SIGHUP reload stops these services and calls [`wire`] again
+//! (see [`super::run`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};
