@@ -58,6 +58,29 @@ impl Drop for Stopper<'_> {
     }
 }
 
+/// `comis init` + `comis daemon start` on `home`; the daemon stops when the result drops.
+fn start_daemon(home: &Path) -> Stopper<'_> {
+    init(home);
+    let o = comis(home, &["daemon", "start"], "");
+    let stopper = Stopper(home);
+    assert!(o.status.success(), "{}", text(&o));
+    stopper
+}
+
+/// Sends SIGHUP to the daemon of `home`.
+fn hup(home: &Path) {
+    let pid: i32 = fs::read_to_string(home.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .unwrap();
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
@@ -340,22 +363,8 @@ fn config_show_redacts_secrets() {
 fn sighup_with_a_broken_file_keeps_the_running_config() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path().join("home");
-    init(&home);
-    let o = comis(&home, &["daemon", "start"], "");
-    let _stop = Stopper(&home);
-    assert!(o.status.success(), "{}", text(&o));
-    let pid: i32 = fs::read_to_string(home.join("daemon.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let hup = || {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid).unwrap(),
-            rustix::process::Signal::HUP,
-        )
-        .unwrap();
-    };
+    let _stop = start_daemon(&home);
+    let hup = || hup(&home);
     let config = home.join("config.yaml");
     let good = fs::read_to_string(&config).unwrap();
     fs::write(&config, format!("{good}agents:\n  second: {{}}\n")).unwrap(); // duplicate key
@@ -449,10 +458,7 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
 fn a_reload_whose_services_cannot_start_keeps_the_running_ones() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path().join("home");
-    init(&home);
-    let o = comis(&home, &["daemon", "start"], "");
-    let _stop = Stopper(&home);
-    assert!(o.status.success(), "{}", text(&o));
+    let _stop = start_daemon(&home);
     let status = || {
         let o = comis(&home, &["daemon", "status", "--json"], "");
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default()
@@ -465,16 +471,7 @@ fn a_reload_whose_services_cannot_start_keeps_the_running_ones() {
     let good = fs::read_to_string(&config).unwrap();
     assert!(good.contains("port: 0"), "{good}");
     fs::write(&config, good.replace("port: 0", &format!("port: {port}"))).unwrap();
-    let pid: i32 = fs::read_to_string(home.join("daemon.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid).unwrap(),
-        rustix::process::Signal::HUP,
-    )
-    .unwrap();
+    hup(&home);
     let log = home.join("logs/daemon.log");
     wait_for("the refused reload in the log", || {
         fs::read_to_string(&log)

@@ -396,17 +396,20 @@ fn reload(
             Some(redacted)
         }
         Err(e) => {
-            bus.emit(
-                Event::new(EventKind::ConfigReloaded, Outcome::Denied)
-                    .with("reason", "invalid configuration"),
-            );
-            tracing::warn!(
-                error = %e,
-                "SIGHUP: configuration reload refused, keeping the running configuration"
-            );
+            refuse_reload(bus, "invalid configuration", &e);
             None
         }
     }
+}
+
+/// Records a refused reload: an audit event and a log line saying why.
+fn refuse_reload(bus: &EventBus, reason: &'static str, error: &dyn std::fmt::Display) {
+    bus.emit(Event::new(EventKind::ConfigReloaded, Outcome::Denied).with("reason", reason));
+    tracing::warn!(
+        error = %error,
+        reason,
+        "SIGHUP: configuration reload refused, keeping the running configuration"
+    );
 }
 
 /// Applies a configuration [`reload`] published: stops the running services, starts them
@@ -437,15 +440,7 @@ async fn restart_services(
             Ok(services)
         }
         Err(e) => {
-            bus.emit(
-                Event::new(EventKind::ConfigReloaded, Outcome::Denied)
-                    .with("reason", "services did not start"),
-            );
-            tracing::warn!(
-                error = %e,
-                "SIGHUP: configuration reload refused: its services did not start; \
-                 starting the previous configuration again"
-            );
+            refuse_reload(bus, "its services did not start", &e);
             let (config, secrets, redacted) = previous;
             config_tx.send_replace(config);
             secrets_tx.send_replace(secrets);
