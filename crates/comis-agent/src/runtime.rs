@@ -107,8 +107,10 @@ pub enum Stopped {
     ProviderFailed,
 }
 
-/// The answer to a turn: always already through the output guard.
+/// The answer to a turn: always already through the output guard. Serialized in camelCase,
+/// like every other gateway payload (`traceId`, `auditIds`).
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TurnReply {
     pub text: String,
     pub stopped: Option<Stopped>,

@@ -575,6 +575,14 @@ async fn agent_calls_reach_the_backend_with_the_caller_as_origin() {
     assert_eq!(v["result"]["text"], "echo: hello", "{v}");
     assert_eq!(v["result"]["agentId"], "alpha");
     assert_eq!(v["result"]["sessionKey"], "gateway:rpc");
+    // The turn's own fields are camelCase like the rest of the payload.
+    assert_eq!(v["result"]["traceId"], "trace-1", "{v}");
+    assert_eq!(v["result"]["auditIds"], json!([]), "{v}");
+    assert_eq!(
+        v["result"]["usage"],
+        json!({"inputTokens": 7, "outputTokens": 3})
+    );
+    assert!(v["result"].get("trace_id").is_none(), "{v}");
     let t = h.turn().await;
     assert_eq!(t.agent_id, "alpha");
     assert_eq!(t.origin.channel, "gateway");

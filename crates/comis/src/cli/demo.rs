@@ -432,7 +432,7 @@ async fn play(client: &RpcClient, step: &Step) -> Outcome {
             return fail(format!("the transcript contains {leak:?}"));
         }
     }
-    let trace = reply.get("trace_id").and_then(Value::as_str).unwrap_or("");
+    let trace = reply.get("traceId").and_then(Value::as_str).unwrap_or("");
     match find_evidence(client, trace, step.evidence).await {
         Some(ev) => Outcome {
             attack: step.attack,
