@@ -5,12 +5,19 @@
 //! systemd), so a credential that slips into a message or a field is written `[REDACTED]`.
 //! When the scrubber cannot be built every line is replaced by a marker (fail closed).
 //!
-//! Does not: recognize a secret of unknown shape (the scrubber's patterns decide), rotate the
-//! file, or change the level on reload (the level is read once at start).
+//! The level is the configuration's `logLevel`; [`set_level`] changes it in place when a
+//! reloaded configuration is applied.
+//!
+//! Does not: recognize a secret of unknown shape (the scrubber's patterns decide), or rotate
+//! the file.
 
 use std::io::{self, Write};
+use std::sync::OnceLock;
 
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{Registry, reload};
 
 use crate::config::schema::LogLevel;
 
@@ -43,25 +50,57 @@ impl<'a> MakeWriter<'a> for ScrubbingStderr {
     }
 }
 
+/// The installed subscriber's level, for [`set_level`].
+static LEVEL: OnceLock<reload::Handle<LevelFilter, Registry>> = OnceLock::new();
+
+fn filter(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Trace => LevelFilter::TRACE,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Error => LevelFilter::ERROR,
+    }
+}
+
 /// Installs the global subscriber (once; later calls are ignored).
 pub fn init(level: LogLevel) {
-    let max = match level {
-        LogLevel::Trace => tracing::Level::TRACE,
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error => tracing::Level::ERROR,
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(max)
-        .with_target(false)
-        .with_writer(ScrubbingStderr)
+    let (level_layer, handle) = reload::Layer::new(filter(level));
+    let installed = tracing_subscriber::registry()
+        .with(level_layer)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_writer(ScrubbingStderr),
+        )
         .try_init();
+    if installed.is_ok() {
+        let _ = LEVEL.set(handle);
+    }
+}
+
+/// Changes the level of the subscriber [`init`] installed; `false` if there is none.
+pub fn set_level(level: LogLevel) -> bool {
+    LEVEL
+        .get()
+        .is_some_and(|h| h.modify(|f| *f = filter(level)).is_ok())
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    #[test]
+    fn the_level_changes_in_place() {
+        use super::*;
+        init(LogLevel::Info);
+        assert!(tracing::enabled!(tracing::Level::INFO));
+        assert!(!tracing::enabled!(tracing::Level::DEBUG));
+        assert!(set_level(LogLevel::Debug));
+        assert!(tracing::enabled!(tracing::Level::DEBUG));
+        assert!(set_level(LogLevel::Error));
+        assert!(!tracing::enabled!(tracing::Level::WARN));
+    }
 
     #[test]
     fn scrubber_redacts_a_key_in_a_line() {

@@ -16,8 +16,9 @@
 //! files. If the new services cannot start (the new port is taken, say), the previous
 //! configuration is started again and the reload is recorded as refused.
 //!
-//! Does not: restart crashed services (the service manager restarts the daemon), or apply a
-//! reloaded `logLevel` without a restart.
+//! A reloaded `logLevel` applies at once.
+//!
+//! Does not: restart crashed services (the service manager restarts the daemon).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -435,6 +436,7 @@ async fn restart_services(
     stop_services(running).await;
     match start_services(ctx, redacted, probe).await {
         Ok(services) => {
+            logging::set_level(ctx.config.borrow().log_level);
             bus.emit(Event::new(EventKind::ConfigReloaded, Outcome::Allowed));
             tracing::info!(gateway = %services.gateway_addr, "SIGHUP: configuration reloaded");
             Ok(services)
