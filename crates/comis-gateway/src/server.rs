@@ -91,7 +91,8 @@ pub(crate) struct AppState {
     pub config: GatewayConfig,
     pub backend: Arc<dyn Backend>,
     pub events: EventBus,
-    pub tokens: TokenStore,
+    /// Shared with [`TokenRevoker`]s, which must not hold the rest of the state.
+    pub tokens: Arc<TokenStore>,
     pub metrics: Metrics,
     pub started_ms: i64,
     pub local_addr: SocketAddr,
@@ -248,7 +249,10 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 /// Revokes tokens of a running gateway; see [`Gateway::revoker`].
 #[derive(Clone)]
 pub struct TokenRevoker {
-    state: Arc<AppState>,
+    /// Only the tokens: the agent runtime holds the revoker, and the gateway state holds the
+    /// runtime (through the backend), so holding the state here would be a cycle that keeps
+    /// every runtime and gateway a SIGHUP reload replaces alive.
+    tokens: Arc<TokenStore>,
 }
 
 impl std::fmt::Debug for TokenRevoker {
@@ -260,7 +264,7 @@ impl std::fmt::Debug for TokenRevoker {
 impl TokenRevoker {
     /// Revokes `id`; false when there is no such active token.
     pub fn revoke(&self, id: &str) -> bool {
-        self.state.tokens.revoke(id)
+        self.tokens.revoke(id)
     }
 }
 
@@ -305,7 +309,7 @@ impl Gateway {
         events: EventBus,
         platform: Vec<(String, PlatformHandler)>,
     ) -> Result<Gateway, GatewayError> {
-        let tokens = TokenStore::new(&config.tokens)?;
+        let tokens = Arc::new(TokenStore::new(&config.tokens)?);
         let trusted = config
             .trusted_proxies
             .iter()
@@ -413,7 +417,7 @@ impl Gateway {
     /// tool reaches it through the daemon). Revocation takes effect on the next request.
     pub fn revoker(&self) -> TokenRevoker {
         TokenRevoker {
-            state: Arc::clone(&self.state),
+            tokens: Arc::clone(&self.state.tokens),
         }
     }
 

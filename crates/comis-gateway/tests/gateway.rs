@@ -2016,3 +2016,23 @@ async fn the_revoker_handle_revokes_a_token_of_the_running_gateway() {
         .unwrap()
         .unwrap();
 }
+
+/// The daemon hands the agent runtime a revoker, and the gateway holds the runtime (through
+/// its backend): a revoker that held the gateway's state made a cycle, and every SIGHUP reload
+/// leaked the replaced runtime and gateway.
+#[tokio::test]
+async fn a_revoker_does_not_keep_the_gateway_or_its_backend_alive() {
+    let (config, webhooks) = base_config();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let backend = Arc::new(EchoBackend { turns: tx });
+    let weak = Arc::downgrade(&backend);
+    let gateway = Gateway::bind(config, webhooks, backend, EventBus::new())
+        .await
+        .unwrap();
+    let revoker = gateway.revoker();
+    drop(gateway);
+    assert!(weak.upgrade().is_none(), "the backend outlived its gateway");
+    // The revoker still does its one job.
+    assert!(revoker.revoke("rpc"));
+    assert!(!revoker.revoke("rpc"));
+}

@@ -342,6 +342,8 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
                     s.config_loaded_at = now();
                 }
                 write_state(home, &state);
+                // The old services' memory, like start-up's, would otherwise stay resident.
+                comis_sandbox::memory::release_free_heap();
             }
         }
     }
