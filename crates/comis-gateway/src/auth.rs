@@ -271,34 +271,81 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
         .unwrap_or(peer)
 }
 
-/// Fixed-window counter per key.
+/// Fixed-window counter per client address.
+///
+/// Bounded: an IPv6 client counts per /64 (one host is usually given a whole /64, so counting
+/// single addresses would let it take 2^64 fresh windows), expired windows are pruned, and
+/// once [`MAX_TRACKED`] clients are being tracked a client not among them is refused until
+/// windows expire, rather than growing the table without bound.
 #[derive(Debug)]
 pub struct RateLimiter {
     window: Duration,
     max: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    capacity: usize,
+    windows: Mutex<Windows>,
 }
 
+#[derive(Debug)]
+struct Windows {
+    by_client: HashMap<IpAddr, (Instant, u32)>,
+    last_prune: Instant,
+}
+
+/// Clients tracked before expired windows are pruned (at most once a second: a prune walks
+/// the whole table).
 const PRUNE_AT: usize = 10_000;
+/// Clients tracked at most.
+const MAX_TRACKED: usize = 100_000;
+
+/// The address a client is counted as: IPv4 as is (an IPv4-mapped IPv6 address too), IPv6
+/// by its /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
 
 impl RateLimiter {
     pub fn new(window: Duration, max: u32) -> RateLimiter {
+        RateLimiter::with_capacity(window, max, MAX_TRACKED)
+    }
+
+    /// [`new`](Self::new) tracking at most `capacity` clients.
+    pub fn with_capacity(window: Duration, max: u32, capacity: usize) -> RateLimiter {
         RateLimiter {
             window,
             max,
-            windows: Mutex::new(HashMap::new()),
+            capacity,
+            windows: Mutex::new(Windows {
+                by_client: HashMap::new(),
+                last_prune: Instant::now(),
+            }),
         }
     }
 
-    /// Counts one request; false when the client is over its limit.
-    pub fn allow(&self, key: IpAddr) -> bool {
+    /// Counts one request; false when the client is over its limit (or, with the table full,
+    /// not yet tracked).
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let key = client_key(ip);
         let now = Instant::now();
-        let mut map = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= PRUNE_AT {
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let full = w.by_client.len() >= PRUNE_AT.min(self.capacity);
+        if full && now.duration_since(w.last_prune) >= Duration::from_secs(1) {
             let window = self.window;
-            map.retain(|_, (start, _)| now.duration_since(*start) < window);
+            w.by_client
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+            w.last_prune = now;
         }
-        let slot = map.entry(key).or_insert((now, 0));
+        if w.by_client.len() >= self.capacity && !w.by_client.contains_key(&key) {
+            return false;
+        }
+        let slot = w.by_client.entry(key).or_insert((now, 0));
         if now.duration_since(slot.0) >= self.window {
             *slot = (now, 0);
         }
@@ -345,6 +392,29 @@ impl WindowCounter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ipv6_client_counts_per_64_and_the_table_is_bounded() {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let limiter = super::RateLimiter::with_capacity(std::time::Duration::from_secs(60), 2, 3);
+        let host = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        // Two requests per window for the whole /64, whichever address it picks.
+        assert!(limiter.allow(host(1)));
+        assert!(limiter.allow(host(2)));
+        assert!(!limiter.allow(host(3)));
+        // An IPv4-mapped address is its IPv4 client.
+        let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        assert!(limiter.allow(v4));
+        assert!(limiter.allow(IpAddr::V6(Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped())));
+        assert!(!limiter.allow(v4));
+        // Third client fits; a fourth is refused while the three windows last, and a tracked
+        // client is still counted, not refused for the table being full.
+        let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert!(limiter.allow(other));
+        assert!(!limiter.allow(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1))));
+        assert!(limiter.allow(other));
+        assert!(!limiter.allow(other));
+    }
+
     use super::*;
 
     fn token(id: &str, secret: &str, scopes: &[&str]) -> TokenConfig {
