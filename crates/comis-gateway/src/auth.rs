@@ -158,15 +158,23 @@ impl TokenStore {
         self.read().iter().any(|e| e.id == id && !e.revoked)
     }
 
-    /// Revokes `id`; false when there is no such active token.
-    pub fn revoke(&self, id: &str) -> bool {
+    /// Revokes `id`; the revoked secret's SHA-256 digest (for [`Self::mark_revoked`] in a
+    /// later process), or `None` when there is no such active token.
+    pub fn revoke(&self, id: &str) -> Option<[u8; 32]> {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        match entries.iter_mut().find(|e| e.id == id && !e.revoked) {
-            Some(e) => {
+        let e = entries.iter_mut().find(|e| e.id == id && !e.revoked)?;
+        e.revoked = true;
+        Some(e.digest)
+    }
+
+    /// Revokes every token whose secret has one of these digests: revocations recorded by an
+    /// earlier gateway. A token given a new secret is a new token and stays active.
+    pub fn mark_revoked(&self, digests: &[[u8; 32]]) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        for e in entries.iter_mut() {
+            if digests.iter().any(|d| bool::from(d.ct_eq(&e.digest))) {
                 e.revoked = true;
-                true
             }
-            None => false,
         }
     }
 
@@ -434,10 +442,25 @@ mod tests {
         assert_eq!(store.verify(&b).unwrap().0, "two");
         assert_eq!(store.verify(&a).unwrap().0, "one");
         assert!(store.verify("c").is_none());
-        assert!(store.revoke("two"));
+        let digest = store.revoke("two").unwrap();
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(b.as_bytes())));
         assert!(store.verify(&b).is_none());
-        assert!(!store.revoke("two"));
+        assert!(store.revoke("two").is_none());
         assert_eq!(store.verify(&a).unwrap().0, "one");
+        // A later store with the same config starts with the recorded revocation; a token
+        // whose secret changed is a new token.
+        let later = TokenStore::new(&[
+            token("one", &a, &["rpc"]),
+            token("two", &b, &["*"]),
+            token("three", &"c".repeat(40), &["*"]),
+        ])
+        .unwrap();
+        later.mark_revoked(&[digest]);
+        assert!(later.verify(&b).is_none());
+        assert_eq!(later.verify(&a).unwrap().0, "one");
+        let renewed = TokenStore::new(&[token("two", &"d".repeat(40), &["*"])]).unwrap();
+        renewed.mark_revoked(&[digest]);
+        assert_eq!(renewed.verify(&"d".repeat(40)).unwrap().0, "two");
     }
 
     #[test]

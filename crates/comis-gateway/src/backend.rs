@@ -161,6 +161,18 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Daemon status for `gateway.status` (uptime, agents, channels, …).
+    /// SHA-256 digests of token secrets revoked before this gateway started: they start
+    /// revoked, so a revocation outlives a reload and a restart.
+    fn revoked_tokens(&self) -> Vec<[u8; 32]> {
+        Vec::new()
+    }
+
+    /// Records a revocation durably. The token is already revoked in memory when this is
+    /// called; an error means it will be active again after a restart.
+    fn record_revocation(&self, _digest: [u8; 32]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     fn status(&self) -> Value {
         Value::Object(serde_json::Map::new())
     }

@@ -327,8 +327,10 @@ async fn call(
         }
         "tokens.revoke" => {
             let r: RevokeParams = params(p)?;
-            if state.tokens.revoke(&r.id) {
-                Ok(json!({"revoked": r.id}))
+            if let Some(persisted) =
+                crate::server::revoke_token(&state.tokens, backend.as_ref(), &r.id)
+            {
+                Ok(json!({"revoked": r.id, "persisted": persisted}))
             } else {
                 Err(RpcError::new(
                     INVALID_PARAMS,

@@ -17,8 +17,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::Router;
@@ -249,10 +249,11 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 /// Revokes tokens of a running gateway; see [`Gateway::revoker`].
 #[derive(Clone)]
 pub struct TokenRevoker {
-    /// Only the tokens: the agent runtime holds the revoker, and the gateway state holds the
-    /// runtime (through the backend), so holding the state here would be a cycle that keeps
-    /// every runtime and gateway a SIGHUP reload replaces alive.
+    /// Not the gateway state: the agent runtime holds the revoker, and the state holds the
+    /// runtime (through the backend), so holding the state — or the backend strongly — would
+    /// be a cycle that keeps every runtime and gateway a SIGHUP reload replaces alive.
     tokens: Arc<TokenStore>,
+    backend: Weak<dyn Backend>,
 }
 
 impl std::fmt::Debug for TokenRevoker {
@@ -262,10 +263,21 @@ impl std::fmt::Debug for TokenRevoker {
 }
 
 impl TokenRevoker {
-    /// Revokes `id`; false when there is no such active token.
+    /// Revokes `id` (see [`revoke_token`]); false when there is no such active token.
     pub fn revoke(&self, id: &str) -> bool {
-        self.tokens.revoke(id)
+        match self.backend.upgrade() {
+            Some(backend) => revoke_token(&self.tokens, backend.as_ref(), id).is_some(),
+            None => self.tokens.revoke(id).is_some(),
+        }
     }
+}
+
+/// Revokes `id` at once and asks the backend to record it durably; `None` when there is no
+/// such active token, else whether the record was written (if not, the token is revoked only
+/// until the daemon restarts; the backend reports why).
+pub(crate) fn revoke_token(tokens: &TokenStore, backend: &dyn Backend, id: &str) -> Option<bool> {
+    let digest = tokens.revoke(id)?;
+    Some(backend.record_revocation(digest).is_ok())
 }
 
 pub struct Gateway {
@@ -310,6 +322,7 @@ impl Gateway {
         platform: Vec<(String, PlatformHandler)>,
     ) -> Result<Gateway, GatewayError> {
         let tokens = Arc::new(TokenStore::new(&config.tokens)?);
+        tokens.mark_revoked(&backend.revoked_tokens());
         let trusted = config
             .trusted_proxies
             .iter()
@@ -418,6 +431,7 @@ impl Gateway {
     pub fn revoker(&self) -> TokenRevoker {
         TokenRevoker {
             tokens: Arc::clone(&self.state.tokens),
+            backend: Arc::downgrade(&self.state.backend),
         }
     }
 

@@ -632,3 +632,75 @@ fn completions_and_service_unit() {
         assert!(!unit.contains(bad), "{bad}");
     }
 }
+
+/// One JSON-RPC call over plain HTTP/1.1 to the gateway at `addr`.
+fn rpc(addr: &str, token: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
+    use std::io::Read;
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        .to_string();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /rpc HTTP/1.1\r\nHost: comis\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (_, json) = response.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn a_revoked_token_stays_revoked_across_reload_and_restart() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let _stop = start_daemon(&home);
+    let token = Vault::open(&home)
+        .unwrap()
+        .get(&SecretName::new("COMIS_GATEWAY_TOKEN").unwrap())
+        .unwrap()
+        .unwrap();
+    let gateway = || {
+        let o = comis(&home, &["daemon", "status", "--json"], "");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["gateway"].as_str().unwrap_or_default().to_owned()
+    };
+    let chat_works = || comis(&home, &["chat", "-m", "hello"], "").status.success();
+    assert!(chat_works());
+    let v = rpc(
+        &gateway(),
+        token.expose_secret(),
+        "tokens.revoke",
+        serde_json::json!({"id": "default"}),
+    );
+    assert_eq!(v["result"]["revoked"], "default", "{v}");
+    assert_eq!(v["result"]["persisted"], true, "{v}");
+    assert!(!chat_works(), "the revoked token still works");
+    // The file names the secret's digest, never the secret.
+    let file = fs::read_to_string(home.join("revoked-tokens")).unwrap();
+    assert_eq!(file.trim().len(), 64, "{file}");
+    assert!(!file.contains(token.expose_secret()));
+
+    let before = gateway();
+    hup(&home);
+    wait_for("the reloaded gateway", || {
+        let g = gateway();
+        !g.is_empty() && g != before
+    });
+    assert!(!chat_works(), "a reload brought the revoked token back");
+
+    let o = comis(&home, &["daemon", "stop", "--timeout", "10"], "");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = comis(&home, &["daemon", "start"], "");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!chat_works(), "a restart brought the revoked token back");
+    // A damaged file fails closed: the daemon refuses to start rather than forget.
+    let o = comis(&home, &["daemon", "stop", "--timeout", "10"], "");
+    assert!(o.status.success(), "{}", text(&o));
+    fs::write(home.join("revoked-tokens"), "not a digest\n").unwrap();
+    let o = comis(&home, &["daemon", "start", "--foreground"], "");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("revoked-tokens"), "{}", text(&o));
+}

@@ -29,6 +29,8 @@ pub struct DaemonBackend {
     pub started: Instant,
     /// Facts for `gateway.status` (gateway address, channels, sandbox layers).
     pub status: Arc<dyn Fn() -> Value + Send + Sync>,
+    /// Gateway tokens revoked so far, on disk.
+    pub revoked: super::revoked::RevokedTokens,
 }
 
 impl std::fmt::Debug for DaemonBackend {
@@ -227,6 +229,17 @@ impl Backend for DaemonBackend {
 
     fn secret_names(&self) -> Result<Vec<String>, BackendError> {
         Ok(self.secret_names.clone())
+    }
+
+    fn revoked_tokens(&self) -> Vec<[u8; 32]> {
+        self.revoked.digests()
+    }
+
+    fn record_revocation(&self, digest: [u8; 32]) -> Result<(), BackendError> {
+        self.revoked.record(digest).map_err(|e| {
+            tracing::error!(error = %e, "a gateway token is revoked only until restart");
+            failed(e)
+        })
     }
 
     fn status(&self) -> Value {

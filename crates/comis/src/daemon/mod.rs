@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod logging;
+pub mod revoked;
 pub mod run;
 pub mod wiring;
 

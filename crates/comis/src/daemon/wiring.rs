@@ -297,6 +297,7 @@ pub async fn wire(parts: Parts<'_>) -> Result<Wired, CliError> {
         secret_names: vault_names(home),
         started: Instant::now(),
         status,
+        revoked: super::revoked::RevokedTokens::load(home)?,
     });
     // Channels first: the ones that receive over HTTP hand the gateway their endpoints.
     let wired_channels = channels(config, &runtime, &bus, &default)?;
