@@ -2,8 +2,9 @@
 //!
 //! Order at start: load and validate the config (refuse to start on any error) → take the
 //! instance lock → pid file → logging → store and event bus (the hash-chained audit log as a
-//! sink) → services ([`start_services`]) → state file → `daemon:started`. The host probe runs
-//! beside start-up (it spawns bwrap) and fills the state's sandbox layers when it finishes.
+//! sink) → services ([`start_services`]) → state file → `daemon:started` → freed start-up heap
+//! returned to the kernel. The host probe (it spawns bwrap) runs beside opening the store; the
+//! services wait for it, since it decides whether exec has a sandbox.
 //!
 //! Signals: SIGTERM and SIGINT stop gracefully (services stopped, pending approvals denied,
 //! `daemon:stopped` recorded, the store closed, pid and state files removed). SIGHUP reloads
@@ -303,7 +304,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
     // Start-up compiled the guards' pattern sets; what it freed would otherwise stay resident
     // for the daemon's lifetime (idle RSS 32 MB instead of 21).
     comis_sandbox::memory::release_free_heap();
-    // The probe ran in start_services (it decides exec); record what it found.
+    // Record what the host probe found (it decided whether exec has a sandbox).
     let layers = probe
         .lock()
         .ok()
