@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use comis_agent::runtime::{TurnEvent, TurnReply, TurnRequest};
 use serde::{Deserialize, Serialize};
@@ -161,6 +162,13 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Daemon status for `gateway.status` (uptime, agents, channels, …).
+    /// The webhook replay cache to use, when it must outlive this gateway (the daemon keeps
+    /// one across reloads, so a delivery accepted before a reload is still refused after it).
+    /// `None`: a cache of this gateway's own.
+    fn replay_cache(&self) -> Option<Arc<crate::webhook::ReplayCache>> {
+        None
+    }
+
     /// SHA-256 digests of token secrets revoked before this gateway started: they start
     /// revoked, so a revocation outlives a reload and a restart.
     fn revoked_tokens(&self) -> Vec<[u8; 32]> {

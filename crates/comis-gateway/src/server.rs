@@ -104,7 +104,7 @@ pub(crate) struct AppState {
     webhook_prefix: Option<String>,
     webhook_max_body: usize,
     webhook_max_age: i64,
-    replay: ReplayCache,
+    replay: Arc<ReplayCache>,
     platform: Vec<(Arc<str>, PlatformHandler)>,
 }
 
@@ -323,6 +323,7 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         let tokens = Arc::new(TokenStore::new(&config.tokens)?);
         tokens.mark_revoked(&backend.revoked_tokens());
+        let replay = backend.replay_cache().unwrap_or_default();
         let trusted = config
             .trusted_proxies
             .iter()
@@ -407,7 +408,7 @@ impl Gateway {
             shutdown: shutdown_rx,
             trusted,
             hooks,
-            replay: ReplayCache::new(),
+            replay,
             platform: platform
                 .into_iter()
                 .map(|(path, handler)| (Arc::from(path), handler))

@@ -704,3 +704,82 @@ fn a_revoked_token_stays_revoked_across_reload_and_restart() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("revoked-tokens"), "{}", text(&o));
 }
+
+/// One HTTP/1.1 POST to the gateway at `addr`: the status code and the body.
+fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: comis\r\n{extra}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (code, body.unwrap_or_default())
+}
+
+#[test]
+fn a_webhook_accepted_before_a_reload_is_refused_as_a_replay_after_it() {
+    use hmac::{Mac, digest::KeyInit};
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    init(&home);
+    let secret = "w".repeat(40);
+    let config = home.join("config.yaml");
+    let mut yaml = fs::read_to_string(&config).unwrap();
+    yaml.push_str(&format!(
+        "webhooks:\n  enabled: true\n  hooks:\n    - name: ci\n      secret: \"{secret}\"\n"
+    ));
+    fs::write(&config, yaml).unwrap();
+    let o = comis(&home, &["daemon", "start"], "");
+    let _stop = Stopper(&home);
+    assert!(o.status.success(), "{}", text(&o));
+    let gateway = || {
+        let o = comis(&home, &["daemon", "status", "--json"], "");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["gateway"].as_str().unwrap_or_default().to_owned()
+    };
+    let body = r#"{"build":"green"}"#;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{ts}.{body}").as_bytes());
+    let signature = format!(
+        "sha256={}",
+        comis_guard::hex::encode(&mac.finalize().into_bytes())
+    );
+    let headers = [
+        ("x-webhook-signature", signature.as_str()),
+        ("x-webhook-timestamp", ts.as_str()),
+    ];
+    let before = gateway();
+    let (code, reply) = post(&before, "/hooks/ci", &headers, body);
+    assert_eq!(code, 202, "{reply}");
+    let (code, reply) = post(&before, "/hooks/ci", &headers, body);
+    assert_eq!(code, 401, "{reply}");
+    assert!(reply.contains("replayed"), "{reply}");
+    hup(&home);
+    wait_for("the reloaded gateway", || {
+        let g = gateway();
+        !g.is_empty() && g != before
+    });
+    let (code, reply) = post(&gateway(), "/hooks/ci", &headers, body);
+    assert_eq!(code, 401, "a reload forgot an accepted delivery: {reply}");
+    assert!(reply.contains("replayed"), "{reply}");
+}

@@ -31,6 +31,8 @@ pub struct DaemonBackend {
     pub status: Arc<dyn Fn() -> Value + Send + Sync>,
     /// Gateway tokens revoked so far, on disk.
     pub revoked: super::revoked::RevokedTokens,
+    /// The process's webhook replay cache (see `DaemonContext::replay`).
+    pub replay: Arc<comis_gateway::webhook::ReplayCache>,
 }
 
 impl std::fmt::Debug for DaemonBackend {
@@ -229,6 +231,10 @@ impl Backend for DaemonBackend {
 
     fn secret_names(&self) -> Result<Vec<String>, BackendError> {
         Ok(self.secret_names.clone())
+    }
+
+    fn replay_cache(&self) -> Option<Arc<comis_gateway::webhook::ReplayCache>> {
+        Some(self.replay.clone())
     }
 
     fn revoked_tokens(&self) -> Vec<[u8; 32]> {

@@ -53,6 +53,9 @@ pub struct DaemonContext {
     pub secrets: watch::Receiver<Arc<comis_secrets::SecretManager>>,
     /// The host probe, once it has run (exec stays disabled until then).
     pub probe: Arc<Mutex<Option<comis_sandbox::HostProbe>>>,
+    /// Webhook deliveries already accepted: one cache for the process, so a reload (which
+    /// builds a new gateway) does not forget them and accept a replay.
+    pub replay: Arc<comis_gateway::webhook::ReplayCache>,
 }
 
 /// The services the daemon runs. Each is stopped, in reverse order, on shutdown.
@@ -114,6 +117,7 @@ pub async fn start_services(
         bus: ctx.bus.clone(),
         sandbox,
         status,
+        replay: ctx.replay.clone(),
     })
     .await?;
     let addr = wired.gateway.local_addr().to_string();
@@ -269,6 +273,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
         bus: bus.clone(),
         secrets,
         probe: probe.clone(),
+        replay: Arc::default(),
     };
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;

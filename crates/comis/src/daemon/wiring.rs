@@ -230,6 +230,7 @@ pub struct Parts<'a> {
     pub bus: EventBus,
     pub sandbox: Option<Arc<comis_sandbox::Sandbox>>,
     pub status: Arc<dyn Fn() -> Value + Send + Sync>,
+    pub replay: Arc<comis_gateway::webhook::ReplayCache>,
 }
 
 /// Builds runtime, gateway and channels. The gateway is bound (not yet serving) on return.
@@ -243,6 +244,7 @@ pub async fn wire(parts: Parts<'_>) -> Result<Wired, CliError> {
         bus,
         sandbox,
         status,
+        replay,
     } = parts;
     let policy = SsrfPolicy::with_allow_hosts(&config.security.ssrf.allow_hosts)?;
     let http = GuardedClient::new(policy, ClientConfig::default())?;
@@ -298,6 +300,7 @@ pub async fn wire(parts: Parts<'_>) -> Result<Wired, CliError> {
         started: Instant::now(),
         status,
         revoked: super::revoked::RevokedTokens::load(home)?,
+        replay,
     });
     // Channels first: the ones that receive over HTTP hand the gateway their endpoints.
     let wired_channels = channels(config, &runtime, &bus, &default)?;
