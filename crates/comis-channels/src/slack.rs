@@ -60,11 +60,16 @@ pub struct SlackChannel {
     client: GuardedClient,
     backoff: (Duration, Duration),
     state: RunState,
-    /// Signature → request timestamp, for the replay window.
-    seen: Mutex<HashMap<String, i64>>,
+    /// Signatures seen inside the replay window.
+    seen: Arc<ReplayCache>,
     bot_user: Mutex<Option<String>>,
     breaker: CircuitBreaker,
 }
+
+/// Request signatures seen inside the replay window (signature → request timestamp). An
+/// adapter has its own unless given one that outlives it ([`SlackChannel::with_replay_cache`]).
+#[derive(Debug, Default)]
+pub struct ReplayCache(Mutex<HashMap<String, i64>>);
 
 fn now_secs() -> i64 {
     SystemTime::now()
@@ -106,10 +111,18 @@ impl SlackChannel {
             client,
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
             state: RunState::new(),
-            seen: Mutex::new(HashMap::new()),
+            seen: Arc::default(),
             bot_user: Mutex::new(None),
             breaker: api_breaker(),
         })
+    }
+
+    /// Uses `cache` for replay detection: the daemon keeps one for the process, so a request
+    /// accepted before a reload (which builds a new adapter) is still refused after it.
+    #[must_use]
+    pub fn with_replay_cache(mut self, cache: Arc<ReplayCache>) -> Self {
+        self.seen = cache;
+        self
     }
 
     /// Backoff for `auth.test` at start (default 1 s doubling to 60 s).
@@ -159,7 +172,7 @@ impl SlackChannel {
         if !ok {
             return Err(unauthorized("bad signature"));
         }
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = self.seen.0.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.len() >= REPLAY_CAPACITY / 2 {
             seen.retain(|_, t| (now - *t).abs() <= MAX_SKEW_SECS);
         }

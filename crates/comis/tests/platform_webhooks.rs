@@ -263,13 +263,8 @@ fn a_signed_slack_message_gets_the_agents_reply_in_its_thread_and_a_forged_one_i
 
     // A message from the allowed user, in a thread, signed with the signing secret.
     let body = message_event("U1", "hi comis", "1700000000.000200", "1700000000.000100");
-    let (code, answer) = request(
-        &gateway,
-        "POST",
-        "/webhooks/slack",
-        &signed(SIGNING_SECRET, &body),
-        &body,
-    );
+    let headers = signed(SIGNING_SECRET, &body);
+    let (code, answer) = request(&gateway, "POST", "/webhooks/slack", &headers, &body);
     assert_eq!(code, 200, "{answer}");
     wait_for("the reply through chat.postMessage", &home, || {
         calls
@@ -332,6 +327,35 @@ fn a_signed_slack_message_gets_the_agents_reply_in_its_thread_and_a_forged_one_i
         .filter(|c| c.path == "/api/chat.postMessage")
         .count();
     assert_eq!(posts, 1, "a refused request reached the agent");
+
+    // The accepted request, sent again: a replay, refused — and still refused after a reload
+    // has replaced the adapter.
+    let (code, answer) = request(&gateway, "POST", "/webhooks/slack", &headers, &body);
+    assert_eq!(code, 401, "{answer}");
+    assert!(answer.contains("replayed"), "{answer}");
+    let pid: i32 = fs::read_to_string(home.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .unwrap();
+    let status = || {
+        let o = comis(&home, &["daemon", "status", "--json"]);
+        serde_json::from_slice::<Value>(&o.stdout).unwrap_or_default()
+    };
+    wait_for("the reloaded gateway", &home, || {
+        status()["gateway"]
+            .as_str()
+            .is_some_and(|g| !g.is_empty() && g != gateway)
+    });
+    let reloaded = status()["gateway"].as_str().unwrap().to_owned();
+    let (code, answer) = request(&reloaded, "POST", "/webhooks/slack", &headers, &body);
+    assert_eq!(code, 401, "a reload forgot an accepted request: {answer}");
+    assert!(answer.contains("replayed"), "{answer}");
     let o = comis(&home, &["daemon", "stop"]);
     assert!(o.status.success(), "{}", text(&o));
 }

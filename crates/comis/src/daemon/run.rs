@@ -53,9 +53,10 @@ pub struct DaemonContext {
     pub secrets: watch::Receiver<Arc<comis_secrets::SecretManager>>,
     /// The host probe, once it has run (exec stays disabled until then).
     pub probe: Arc<Mutex<Option<comis_sandbox::HostProbe>>>,
-    /// Webhook deliveries already accepted: one cache for the process, so a reload (which
-    /// builds a new gateway) does not forget them and accept a replay.
-    pub replay: Arc<comis_gateway::webhook::ReplayCache>,
+    /// Signed deliveries already accepted (gateway webhooks, Slack events): one set of caches
+    /// for the process, so a reload (which builds a new gateway and new channel adapters)
+    /// does not forget them and accept a replay.
+    pub replay: wiring::ReplayCaches,
 }
 
 /// The services the daemon runs. Each is stopped, in reverse order, on shutdown.
@@ -273,7 +274,7 @@ async fn serve(home: &Path, loaded: Loaded) -> Result<ExitCode, CliError> {
         bus: bus.clone(),
         secrets,
         probe: probe.clone(),
-        replay: Arc::default(),
+        replay: wiring::ReplayCaches::default(),
     };
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;

@@ -230,7 +230,14 @@ pub struct Parts<'a> {
     pub bus: EventBus,
     pub sandbox: Option<Arc<comis_sandbox::Sandbox>>,
     pub status: Arc<dyn Fn() -> Value + Send + Sync>,
-    pub replay: Arc<comis_gateway::webhook::ReplayCache>,
+    pub replay: ReplayCaches,
+}
+
+/// Replay caches that outlive one set of services (see `DaemonContext::replay`).
+#[derive(Debug, Default, Clone)]
+pub struct ReplayCaches {
+    pub webhooks: Arc<comis_gateway::webhook::ReplayCache>,
+    pub slack: Arc<comis_channels::slack::ReplayCache>,
 }
 
 /// Builds runtime, gateway and channels. The gateway is bound (not yet serving) on return.
@@ -300,10 +307,10 @@ pub async fn wire(parts: Parts<'_>) -> Result<Wired, CliError> {
         started: Instant::now(),
         status,
         revoked: super::revoked::RevokedTokens::load(home)?,
-        replay,
+        replay: replay.webhooks.clone(),
     });
     // Channels first: the ones that receive over HTTP hand the gateway their endpoints.
-    let wired_channels = channels(config, &runtime, &bus, &default)?;
+    let wired_channels = channels(config, &runtime, &bus, &default, &replay)?;
     let _ = services.channels.set(wired_channels.map.clone());
     let gateway = comis_gateway::Gateway::bind_with(
         config.gateway.clone(),
@@ -370,6 +377,7 @@ fn channels(
     runtime: &Arc<Runtime>,
     bus: &EventBus,
     default: &str,
+    replay: &ReplayCaches,
 ) -> Result<ChannelSet, CliError> {
     let c = &config.channels;
     let allow_hosts = &config.security.ssrf.allow_hosts;
@@ -400,7 +408,11 @@ fn channels(
         bound.push((ch, x.allow_from.clone(), x.agent.clone()));
     }
     if let Some(x) = c.slack.as_ref().filter(|x| x.enabled) {
-        let ch = Arc::new(comis_channels::slack::SlackChannel::new(x, allow_hosts).map_err(bad)?);
+        let ch = Arc::new(
+            comis_channels::slack::SlackChannel::new(x, allow_hosts)
+                .map_err(bad)?
+                .with_replay_cache(replay.slack.clone()),
+        );
         platform.push((
             SLACK_WEBHOOK_PATH.to_owned(),
             endpoint(Arc::clone(&ch), |c, h, b| c.handle_webhook(h, b)),
