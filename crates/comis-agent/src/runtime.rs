@@ -186,7 +186,7 @@ impl Services for NoServices {
     ) -> crate::provider::BoxFuture<'a, Result<String, String>> {
         Box::pin(async { Err("sub-agents are not available".to_owned()) })
     }
-    fn revoke_token(&self, _id: &str) -> Result<(), String> {
+    fn revoke_token(&self, _id: &str, _by: &str) -> Result<(), String> {
         Err("no gateway is running".to_owned())
     }
     fn delete_agent(&self, _id: &str) -> Result<(), String> {

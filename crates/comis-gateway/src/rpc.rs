@@ -327,9 +327,13 @@ async fn call(
         }
         "tokens.revoke" => {
             let r: RevokeParams = params(p)?;
-            if let Some(persisted) =
-                crate::server::revoke_token(&state.tokens, backend.as_ref(), &r.id)
-            {
+            if let Some(persisted) = crate::server::revoke_token(
+                &state.tokens,
+                backend.as_ref(),
+                &state.events,
+                &r.id,
+                &caller.label(),
+            ) {
                 Ok(json!({"revoked": r.id, "persisted": persisted}))
             } else {
                 Err(RpcError::new(

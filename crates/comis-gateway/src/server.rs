@@ -254,6 +254,7 @@ pub struct TokenRevoker {
     /// be a cycle that keeps every runtime and gateway a SIGHUP reload replaces alive.
     tokens: Arc<TokenStore>,
     backend: Weak<dyn Backend>,
+    events: EventBus,
 }
 
 impl std::fmt::Debug for TokenRevoker {
@@ -263,21 +264,39 @@ impl std::fmt::Debug for TokenRevoker {
 }
 
 impl TokenRevoker {
-    /// Revokes `id` (see [`revoke_token`]); false when there is no such active token.
-    pub fn revoke(&self, id: &str) -> bool {
+    /// Revokes `id` for an agent's tool call (see [`revoke_token`]); false when there is no
+    /// such active token.
+    pub fn revoke(&self, id: &str, by: &str) -> bool {
         match self.backend.upgrade() {
-            Some(backend) => revoke_token(&self.tokens, backend.as_ref(), id).is_some(),
+            Some(backend) => {
+                revoke_token(&self.tokens, backend.as_ref(), &self.events, id, by).is_some()
+            }
             None => self.tokens.revoke(id).is_some(),
         }
     }
 }
 
-/// Revokes `id` at once and asks the backend to record it durably; `None` when there is no
+/// Revokes `id` at once, asks the backend to record it durably and emits
+/// `gateway:token_revoked` (which token, who revoked it, whether it was recorded). `None` when there is no
 /// such active token, else whether the record was written (if not, the token is revoked only
 /// until the daemon restarts; the backend reports why).
-pub(crate) fn revoke_token(tokens: &TokenStore, backend: &dyn Backend, id: &str) -> Option<bool> {
+pub(crate) fn revoke_token(
+    tokens: &TokenStore,
+    backend: &dyn Backend,
+    events: &EventBus,
+    id: &str,
+    by: &str,
+) -> Option<bool> {
     let digest = tokens.revoke(id)?;
-    Some(backend.record_revocation(digest).is_ok())
+    let persisted = backend.record_revocation(digest).is_ok();
+    events.emit(
+        Event::new(EventKind::TokenRevoked, Outcome::Allowed)
+            // `tokenId`: the audit scrubber redacts any field named `token`.
+            .with("tokenId", id)
+            .with("by", by)
+            .with("persisted", persisted),
+    );
+    Some(persisted)
 }
 
 pub struct Gateway {
@@ -433,6 +452,7 @@ impl Gateway {
         TokenRevoker {
             tokens: Arc::clone(&self.state.tokens),
             backend: Arc::downgrade(&self.state.backend),
+            events: self.state.events.clone(),
         }
     }
 

@@ -549,6 +549,11 @@ async fn every_rpc_failure_gets_its_answer_and_the_next_request_is_served() {
     still_serves(h.addr).await;
     let v = rpc(h.addr, ADMIN, "tokens.revoke", json!({"id": "rpc"})).await;
     assert_eq!(v["result"]["revoked"], "rpc");
+    // Audited: which token, who revoked it, and whether the backend recorded it.
+    let e = h.event(EventKind::TokenRevoked).await;
+    assert_eq!(e.event.data["tokenId"], "rpc");
+    assert_eq!(e.event.data["by"], "token:admin");
+    assert_eq!(e.event.data["persisted"], true);
     let r = rpc_raw(h.addr, Some(RPC), ping.as_bytes()).await;
     assert_eq!(r.status, 401);
     let v = rpc(h.addr, ADMIN, "tokens.list", json!({})).await;
@@ -2004,10 +2009,10 @@ async fn the_revoker_handle_revokes_a_token_of_the_running_gateway() {
     }));
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "system.ping"}).to_string();
     assert_eq!(rpc_raw(addr, Some(API), body.as_bytes()).await.status, 200);
-    assert!(revoker.revoke("api"));
+    assert!(revoker.revoke("api", "test"));
     assert_eq!(rpc_raw(addr, Some(API), body.as_bytes()).await.status, 401);
-    assert!(!revoker.revoke("api"), "already revoked");
-    assert!(!revoker.revoke("no-such-token"));
+    assert!(!revoker.revoke("api", "test"), "already revoked");
+    assert!(!revoker.revoke("no-such-token", "test"));
     still_serves(addr).await;
     let _ = stop.send(());
     tokio::time::timeout(WAIT, task)
@@ -2033,6 +2038,6 @@ async fn a_revoker_does_not_keep_the_gateway_or_its_backend_alive() {
     drop(gateway);
     assert!(weak.upgrade().is_none(), "the backend outlived its gateway");
     // The revoker still does its one job.
-    assert!(revoker.revoke("rpc"));
-    assert!(!revoker.revoke("rpc"));
+    assert!(revoker.revoke("rpc", "test"));
+    assert!(!revoker.revoke("rpc", "test"));
 }

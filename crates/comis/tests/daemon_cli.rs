@@ -678,6 +678,18 @@ fn a_revoked_token_stays_revoked_across_reload_and_restart() {
     assert_eq!(v["result"]["revoked"], "default", "{v}");
     assert_eq!(v["result"]["persisted"], true, "{v}");
     assert!(!chat_works(), "the revoked token still works");
+    let store = comis_store::Store::open_in(&home).unwrap();
+    assert!(
+        store.audit_tail(50).unwrap().iter().any(|e| {
+            let e = e.to_json();
+            e["type"] == "gateway:token_revoked"
+                && e["metadata"]["tokenId"] == "default"
+                && e["metadata"]["by"] == "token:default"
+                && e["metadata"]["persisted"] == true
+        }),
+        "no audit record of the revocation"
+    );
+    drop(store);
     // The file names the secret's digest, never the secret.
     let file = fs::read_to_string(home.join("revoked-tokens")).unwrap();
     assert_eq!(file.trim().len(), 64, "{file}");

@@ -199,7 +199,9 @@ impl Tool for TokensRevoke {
         Box::pin(async move {
             let a: IdArgs = args::parse(args)?;
             args::ident("id", &a.id, 128)?;
-            ctx.services.revoke_token(&a.id).map_err(service_err)?;
+            ctx.services
+                .revoke_token(&a.id, &format!("agent:{}", ctx.agent_id))
+                .map_err(service_err)?;
             Ok(ToolOutput::internal(format!("revoked token {}", a.id)))
         })
     }

@@ -164,8 +164,8 @@ pub trait Services: Send + Sync + fmt::Debug {
         depth: u32,
         task: String,
     ) -> BoxFuture<'a, Result<String, String>>;
-    /// Revokes a gateway token by id.
-    fn revoke_token(&self, id: &str) -> Result<(), String>;
+    /// Revokes a gateway token by id; `by` names who asked (for the audit record).
+    fn revoke_token(&self, id: &str, by: &str) -> Result<(), String>;
     /// Removes an agent from the running fleet.
     fn delete_agent(&self, id: &str) -> Result<(), String>;
 }

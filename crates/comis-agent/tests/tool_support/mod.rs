@@ -57,7 +57,7 @@ impl Services for RecordingServices {
             ))
         })
     }
-    fn revoke_token(&self, id: &str) -> Result<(), String> {
+    fn revoke_token(&self, id: &str, _by: &str) -> Result<(), String> {
         self.log(format!("revoke {id}"));
         Ok(())
     }

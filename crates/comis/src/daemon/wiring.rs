@@ -187,12 +187,12 @@ impl Services for DaemonServices {
         })
     }
 
-    fn revoke_token(&self, id: &str) -> Result<(), String> {
+    fn revoke_token(&self, id: &str, by: &str) -> Result<(), String> {
         let tokens = self
             .tokens
             .get()
             .ok_or_else(|| "the gateway is not running".to_owned())?;
-        if tokens.revoke(id) {
+        if tokens.revoke(id, by) {
             Ok(())
         } else {
             Err(format!("no active gateway token {id:?}"))
