@@ -79,10 +79,16 @@ pub fn sign(algorithm: HmacAlgorithm, secret: &[u8], timestamp: &str, body: &[u8
 }
 
 /// Decodes a presented signature to raw MAC bytes of the algorithm's length.
+/// Longest `<algorithm>=` prefix looked for (the names are 6 characters).
+const MAX_PREFIX_LEN: usize = 16;
+
 pub fn decode_signature(algorithm: HmacAlgorithm, presented: &str) -> Option<Vec<u8>> {
     let mut sig = presented.trim();
+    // An `<algorithm>=` prefix is short; without the length bound, a base64 MAC whose only
+    // `=` is its padding (SHA-512 without `+` or `/`: ~6.5% of them) read as a wrong prefix.
     if let Some((prefix, rest)) = sig.split_once('=')
         && !prefix.is_empty()
+        && prefix.len() <= MAX_PREFIX_LEN
         && prefix.bytes().all(|b| b.is_ascii_alphanumeric())
         && !rest.is_empty()
     {
@@ -180,6 +186,41 @@ mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn a_padded_base64_mac_without_plus_or_slash_is_not_read_as_a_prefix() {
+        // Find a body whose SHA-512 MAC encodes to base64 with no `+` or `/`: its only `=`
+        // is then the padding.
+        let mac = (0..10_000)
+            .map(|i| {
+                sign(
+                    HmacAlgorithm::Sha512,
+                    b"k",
+                    "100",
+                    format!("payload {i}").as_bytes(),
+                )
+            })
+            .find(|mac| {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(mac);
+                !b64.contains('+') && !b64.contains('/')
+            })
+            .unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&mac);
+        assert!(b64.ends_with("=="), "{b64}");
+        assert_eq!(
+            decode_signature(HmacAlgorithm::Sha512, &b64),
+            Some(mac.clone())
+        );
+        assert_eq!(
+            decode_signature(HmacAlgorithm::Sha512, &format!("sha512={b64}")),
+            Some(mac)
+        );
+        // A short wrong prefix is still refused.
+        assert_eq!(
+            decode_signature(HmacAlgorithm::Sha512, &format!("sha1={b64}")),
+            None
+        );
     }
 
     #[test]
