@@ -15,6 +15,9 @@ use crate::config::{ConfigError, home};
 /// The file's name inside `COMIS_HOME`.
 pub const FILE: &str = "revoked-tokens";
 
+/// Largest file read: 1 MiB holds ~16,000 revocations, far more than a token list has.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 /// The revocations of one `COMIS_HOME`.
 #[derive(Debug)]
 pub struct RevokedTokens {
@@ -29,6 +32,14 @@ impl RevokedTokens {
     /// [`ConfigError::Invalid`] for a malformed line, [`ConfigError::Io`] when unreadable.
     pub fn load(home: &Path) -> Result<RevokedTokens, ConfigError> {
         let path = home.join(FILE);
+        let too_big = std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_FILE_BYTES);
+        if too_big {
+            return Err(ConfigError::Invalid {
+                file: path,
+                pos: None,
+                message: format!("larger than {MAX_FILE_BYTES} bytes: not a revocation list"),
+            });
+        }
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -128,5 +139,10 @@ mod tests {
             let err = RevokedTokens::load(dir.path()).unwrap_err();
             assert!(err.to_string().contains("line 1"), "{err}");
         }
+        // Oversized: refused before it is read.
+        let line = format!("{}\n", "ab".repeat(32));
+        std::fs::write(dir.path().join(FILE), line.repeat(20_000)).unwrap();
+        let err = RevokedTokens::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
     }
 }
