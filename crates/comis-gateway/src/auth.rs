@@ -295,8 +295,24 @@ pub struct RateLimiter {
 
 #[derive(Debug)]
 struct Windows {
-    by_client: HashMap<IpAddr, (Instant, u32)>,
+    /// Window start, requests in it, and whether its refusal was reported.
+    by_client: HashMap<IpAddr, (Instant, u32, bool)>,
     last_prune: Instant,
+    /// When a refusal for a full table was last reported.
+    full_reported: Option<Instant>,
+}
+
+/// What [`RateLimiter::allow`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    Allow,
+    /// Refused. `report` is true for the first refusal of this client in its window (or, for
+    /// a full table, the first in a window), so refusals are recorded without a flood of
+    /// requests becoming a flood of audit writes.
+    Refuse {
+        report: bool,
+        reason: &'static str,
+    },
 }
 
 /// Clients tracked before expired windows are pruned (at most once a second: a prune walks
@@ -333,13 +349,14 @@ impl RateLimiter {
             windows: Mutex::new(Windows {
                 by_client: HashMap::new(),
                 last_prune: Instant::now(),
+                full_reported: None,
             }),
         }
     }
 
-    /// Counts one request; false when the client is over its limit (or, with the table full,
-    /// not yet tracked).
-    pub fn allow(&self, ip: IpAddr) -> bool {
+    /// Counts one request; refuses a client over its limit (or, with the table full, one not
+    /// yet tracked).
+    pub fn allow(&self, ip: IpAddr) -> RateDecision {
         let key = client_key(ip);
         let now = Instant::now();
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
@@ -347,21 +364,35 @@ impl RateLimiter {
         if full && now.duration_since(w.last_prune) >= Duration::from_secs(1) {
             let window = self.window;
             w.by_client
-                .retain(|_, (start, _)| now.duration_since(*start) < window);
+                .retain(|_, (start, _, _)| now.duration_since(*start) < window);
             w.last_prune = now;
         }
         if w.by_client.len() >= self.capacity && !w.by_client.contains_key(&key) {
-            return false;
+            let report = w
+                .full_reported
+                .is_none_or(|at| now.duration_since(at) >= self.window);
+            if report {
+                w.full_reported = Some(now);
+            }
+            return RateDecision::Refuse {
+                report,
+                reason: "too many clients",
+            };
         }
-        let slot = w.by_client.entry(key).or_insert((now, 0));
+        let slot = w.by_client.entry(key).or_insert((now, 0, false));
         if now.duration_since(slot.0) >= self.window {
-            *slot = (now, 0);
+            *slot = (now, 0, false);
         }
         if slot.1 >= self.max {
-            return false;
+            let report = !slot.2;
+            slot.2 = true;
+            return RateDecision::Refuse {
+                report,
+                reason: "over the limit",
+            };
         }
         slot.1 += 1;
-        true
+        RateDecision::Allow
     }
 }
 
@@ -402,25 +433,55 @@ impl WindowCounter {
 mod tests {
     #[test]
     fn an_ipv6_client_counts_per_64_and_the_table_is_bounded() {
+        use super::RateDecision::{Allow, Refuse};
         use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
         let limiter = super::RateLimiter::with_capacity(std::time::Duration::from_secs(60), 2, 3);
+        let ok = |ip| limiter.allow(ip) == Allow;
         let host = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
-        // Two requests per window for the whole /64, whichever address it picks.
-        assert!(limiter.allow(host(1)));
-        assert!(limiter.allow(host(2)));
-        assert!(!limiter.allow(host(3)));
+        // Two requests per window for the whole /64, whichever address it picks; the first
+        // refusal is reported, the next ones are not.
+        assert!(ok(host(1)));
+        assert!(ok(host(2)));
+        assert_eq!(
+            limiter.allow(host(3)),
+            Refuse {
+                report: true,
+                reason: "over the limit"
+            }
+        );
+        assert_eq!(
+            limiter.allow(host(4)),
+            Refuse {
+                report: false,
+                reason: "over the limit"
+            }
+        );
         // An IPv4-mapped address is its IPv4 client.
         let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
-        assert!(limiter.allow(v4));
-        assert!(limiter.allow(IpAddr::V6(Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped())));
-        assert!(!limiter.allow(v4));
-        // Third client fits; a fourth is refused while the three windows last, and a tracked
-        // client is still counted, not refused for the table being full.
+        assert!(ok(v4));
+        assert!(ok(IpAddr::V6(Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped())));
+        assert!(!ok(v4));
+        // Third client fits; a fourth is refused while the three windows last (reported once),
+        // and a tracked client is still counted, not refused for the table being full.
         let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
-        assert!(limiter.allow(other));
-        assert!(!limiter.allow(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1))));
-        assert!(limiter.allow(other));
-        assert!(!limiter.allow(other));
+        assert!(ok(other));
+        let fourth = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(
+            limiter.allow(fourth),
+            Refuse {
+                report: true,
+                reason: "too many clients"
+            }
+        );
+        assert_eq!(
+            limiter.allow(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2))),
+            Refuse {
+                report: false,
+                reason: "too many clients"
+            }
+        );
+        assert!(ok(other));
+        assert!(!ok(other));
     }
 
     use super::*;

@@ -723,8 +723,21 @@ async fn front(State(state): State<Arc<AppState>>, mut req: Request, next: Next)
         return r;
     }
 
-    if req.uri().path() != "/health" && !state.limiter.allow(ip) {
+    let decision = if req.uri().path() == "/health" {
+        auth::RateDecision::Allow
+    } else {
+        state.limiter.allow(ip)
+    };
+    if let auth::RateDecision::Refuse { report, reason } = decision {
         state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        if report {
+            state.events.emit(
+                Event::new(EventKind::RateLimited, Outcome::Denied)
+                    .with("ip", ip.to_string())
+                    .with("path", req.uri().path())
+                    .with("reason", reason),
+            );
+        }
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
             axum::Json(json!({

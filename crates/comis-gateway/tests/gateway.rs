@@ -725,7 +725,7 @@ async fn metrics_need_admin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_per_client_with_health_exempt_and_forwarded_for_only_from_trusted_proxies() {
-    let h = start(|c, _| {
+    let mut h = start(|c, _| {
         c.rate_limit.max_requests = 3;
     })
     .await;
@@ -753,6 +753,17 @@ async fn rate_limit_per_client_with_health_exempt_and_forwarded_for_only_from_tr
     assert_eq!(r.status, 429);
     let r = http(h.addr, "GET", "/health", &[], b"").await;
     assert_eq!(r.status, 200);
+    // The refusal is audited once per client and window, not once per refused request.
+    let e = h.event(EventKind::RateLimited).await;
+    assert_eq!(e.event.data["ip"], "127.0.0.1");
+    assert_eq!(e.event.data["reason"], "over the limit");
+    while let Ok(e) = h.events.try_recv() {
+        assert_ne!(
+            e.event.kind,
+            EventKind::RateLimited,
+            "the second refusal was reported too"
+        );
+    }
     h.shutdown().await;
 
     // Behind a trusted proxy each forwarded client has its own window.
